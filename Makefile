@@ -1,0 +1,23 @@
+# Two commands do all set-up: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv and install torch + tinyasc on first use. Override TORCH for another platform,
+# e.g. `make test TORCH=torch` on macOS; the default is the CPU wheel that CI uses.
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tinyasc demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q

@@ -1,0 +1,3 @@
+from tinyasc.cli import main
+
+raise SystemExit(main())

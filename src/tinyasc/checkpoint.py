@@ -1,0 +1,74 @@
+"""Self-describing checkpoints: the model's architecture + config, the feature config and class list
+travel with the weights, so a checkpoint is all `tinyasc evaluate`/`predict` need. Writes are atomic."""
+import dataclasses
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tinyasc.errors import TinyascError
+from tinyasc.features import FeatureConfig
+from tinyasc.models import build_model
+
+FORMAT = "tinyasc-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path, write):
+    """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path, model, arch, feature_cfg, classes, **extra):
+    """Save weights + everything needed to rebuild and use them. `extra` (train config, metrics,
+    epoch, optimizer state, …) is stored as given."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "arch": arch,
+        "model_config": dataclasses.asdict(model.cfg),
+        "feature_config": feature_cfg.to_dict(),
+        "classes": list(classes),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_checkpoint(path):
+    """The checkpoint dict, checked to be a tinyasc checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinyascError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TinyascError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise TinyascError(f"{path}: not a tinyasc checkpoint")
+    if payload.get("version", 0) > VERSION:
+        raise TinyascError(f"{path}: checkpoint version {payload['version']} is newer than this tinyasc")
+    return payload
+
+
+def load_checkpoint(path):
+    """(model in eval mode, feature config, classes, checkpoint dict)."""
+    payload = read_checkpoint(path)
+    model = build_model(payload["arch"], payload["model_config"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise TinyascError(f"{path}: weights do not fit the stored model config ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return model, FeatureConfig.from_dict(payload["feature_config"]), payload["classes"], payload

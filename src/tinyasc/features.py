@@ -1,0 +1,150 @@
+"""The front end (paper §3.1): 16 kHz audio → 256-bin log-mel, 130 ms window, 30 ms hop; or fixed PCEN.
+
+It lives outside the model: the network eats (B, 1, F, T) features, so exported graphs hold only
+the network. A 10 s clip gives 1 + 160000 // 480 = 334 frames (centred frames, zero padding).
+"""
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import librosa
+import torch
+from torch import nn
+
+from tinyasc.errors import TinyascError
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    # signal
+    sample_rate: int = 16000  # the paper downsamples the 48 kHz recordings to 16 kHz
+    # framing: 130 ms window and 30 ms hop at 16 kHz
+    win_length: int = 2080
+    hop_length: int = 480
+    # FFT size must be >= the window (2048 would truncate a 2080-sample window); 2080 = 2^5·5·13,
+    # which torch.stft (pocketfft) handles without padding to a power of two. 1041 bins of 7.7 Hz.
+    n_fft: int = 2080
+    # mel filterbank: librosa's Slaney mel scale and area normalisation, 0 Hz to Nyquist
+    n_mels: int = 256
+    f_min: float = 0.0
+    f_max: float | None = None
+    # "logmel": log(mel power + log_offset); "pcen": fixed PCEN on mel power (Table 3 baseline)
+    kind: str = "logmel"
+    log_offset: float = 1e-6
+    # PCEN constants = librosa.pcen defaults; input scaled by 2^31 as librosa recommends
+    pcen_gain: float = 0.98
+    pcen_bias: float = 2.0
+    pcen_power: float = 0.5
+    pcen_time_constant: float = 0.4  # seconds
+    pcen_eps: float = 1e-6
+    pcen_input_scale: float = 2.0**31
+
+    def __post_init__(self):
+        checks = [
+            (self.sample_rate > 0, "sample_rate must be positive"),
+            (0 < self.win_length <= self.n_fft, "need 0 < win_length <= n_fft"),
+            (self.hop_length > 0, "hop_length must be positive"),
+            (self.n_mels > 0, "n_mels must be positive"),
+            (self.kind in ("logmel", "pcen"), f"kind must be 'logmel' or 'pcen', not {self.kind!r}"),
+            (self.log_offset > 0, "log_offset must be positive"),
+            (self.f_max is None or self.f_min < self.f_max <= self.sample_rate / 2,
+             "need f_min < f_max <= sample_rate / 2"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TinyascError(f"bad feature config: {message}")
+
+    def num_frames(self, num_samples):
+        """Frames for a clip of `num_samples` samples (centred STFT)."""
+        return 1 + num_samples // self.hop_length
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def digest(self):
+        """Short stable hash of every field, used to key feature caches."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise TinyascError(f"bad feature config: unknown fields {sorted(unknown)}")
+        return cls(**d)
+
+
+def mel_matrix(cfg):
+    """(n_mels, n_fft // 2 + 1) Slaney mel filterbank from librosa."""
+    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                             fmin=cfg.f_min, fmax=cfg.f_max)
+    return torch.from_numpy(fb).float()
+
+
+class MelSpectrogram(nn.Module):
+    """Waveforms (B, N) → mel power (B, n_mels, T): Hann window, centred frames, zero padding."""
+
+    def __init__(self, cfg=FeatureConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
+        self.register_buffer("mel", mel_matrix(cfg), persistent=False)
+
+    def forward(self, wave):
+        if wave.dim() == 1:
+            wave = wave.unsqueeze(0)
+        spec = torch.stft(wave.float(), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
+                          win_length=self.cfg.win_length, window=self.window, center=True,
+                          pad_mode="constant", return_complex=True)
+        power = spec.real.square() + spec.imag.square()  # (B, n_fft // 2 + 1, T)
+        return torch.matmul(self.mel, power)
+
+
+class LogMel(nn.Module):
+    """Waveforms (B, N) → log-mel features (B, 1, n_mels, T)."""
+
+    def __init__(self, cfg=FeatureConfig()):
+        super().__init__()
+        self.cfg = cfg
+        self.melspec = MelSpectrogram(cfg)
+
+    def forward(self, wave):
+        return torch.log(self.melspec(wave) + self.cfg.log_offset).unsqueeze(1)
+
+
+def pcen(energy, cfg=FeatureConfig()):
+    """Per-channel energy normalisation of (…, F, T) energies along T, as librosa.pcen computes it.
+
+    M[t] = b·E[t] + (1 − b)·M[t−1] with M[−1] = 1 (librosa's lfilter_zi start), then
+    PCEN = bias^p · expm1(p · log1p(E · (eps + M)^−gain / bias)).
+    """
+    t_frames = cfg.pcen_time_constant * cfg.sample_rate / cfg.hop_length
+    b = ((1 + 4 * t_frames**2) ** 0.5 - 1) / (2 * t_frames**2)
+    smooth = torch.empty_like(energy)
+    state = torch.ones_like(energy[..., 0])
+    for t in range(energy.shape[-1]):  # a first-order IIR filter; 334 steps for a 10 s clip
+        state = b * energy[..., t] + (1 - b) * state
+        smooth[..., t] = state
+    gain = torch.exp(-cfg.pcen_gain * (torch.log(torch.tensor(cfg.pcen_eps)) + torch.log1p(smooth / cfg.pcen_eps)))
+    bias, power = cfg.pcen_bias, cfg.pcen_power
+    return bias**power * torch.expm1(power * torch.log1p(energy * gain / bias))
+
+
+class PCEN(nn.Module):
+    """Waveforms (B, N) → fixed PCEN of mel energies (B, 1, n_mels, T) (the paper's 'Fixed PCEN')."""
+
+    def __init__(self, cfg=FeatureConfig(kind="pcen")):
+        super().__init__()
+        self.cfg = cfg
+        self.melspec = MelSpectrogram(cfg)
+
+    def forward(self, wave):
+        energy = self.melspec(wave).double() * self.cfg.pcen_input_scale  # float64: 2^31 scaling
+        return pcen(energy, self.cfg).float().unsqueeze(1)
+
+
+def make_frontend(cfg):
+    """The front end module that `cfg.kind` names."""
+    return LogMel(cfg) if cfg.kind == "logmel" else PCEN(cfg)
