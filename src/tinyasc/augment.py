@@ -1,0 +1,82 @@
+"""Training augmentations of the paper (§3.1) on feature batches (B, C, F, T): random time roll of
+±1.5 s with wrap-around, mixup with α = 0.3, and SpecAugment without time warping (2 frequency masks
+of width ≤ 40, 2 time masks of width ≤ 80). Pure functions; randomness only from the given generator.
+"""
+import numpy as np
+import torch
+from torch.nn import functional as nnf
+
+
+def seconds_to_frames(seconds, feature_cfg):
+    """Frames spanned by `seconds` at the config's hop: 1.5 s → 50 frames at 16 kHz, 480-sample hop."""
+    return round(seconds * feature_cfg.sample_rate / feature_cfg.hop_length)
+
+
+def _randint(low, high, size, generator, device):
+    # draw on the generator's device (CPU or CUDA generators both work), then move to the data
+    return torch.randint(low, high, size, generator=generator, device=generator.device).to(device)
+
+
+def time_roll(x, max_shift_frames, generator):
+    """Roll each example along T by its own shift in [−max, +max] frames; frames pushed past one end
+    re-enter at the other (like torch.roll). x: (B, C, F, T)."""
+    if max_shift_frames <= 0:
+        return x
+    B, T = x.shape[0], x.shape[-1]
+    shifts = _randint(-max_shift_frames, max_shift_frames + 1, (B,), generator, x.device)
+    # out[..., t] = x[..., (t − shift) mod T], one gather for the whole batch
+    index = (torch.arange(T, device=x.device) - shifts[:, None]) % T  # (B, T)
+    index = index.view(B, *([1] * (x.dim() - 2)), T).expand_as(x)
+    return x.gather(-1, index)
+
+
+def mixup(x, y, alpha=0.3, *, generator):
+    """Mix each example with a random partner: x_mixed = λ·x + (1 − λ)·x[perm], λ ~ Beta(α, α).
+
+    Returns (x_mixed, y, y[perm], λ) with λ of shape (B,); pair with mixup_loss. λ is drawn by
+    numpy seeded from `generator`, because torch's Beta sampler takes no generator.
+    """
+    B = x.shape[0]
+    perm = torch.randperm(B, generator=generator, device=generator.device).to(x.device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=B))
+    lam = lam.to(device=x.device, dtype=x.dtype)
+    weight = lam.view(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1) for (B, C, F, T)
+    return weight * x + (1 - weight) * x[perm], y, y[perm], lam
+
+
+def mixup_loss(logits, y_a, y_b, lam):
+    """Batch mean of λ·CE(logits, y_a) + (1 − λ)·CE(logits, y_b), λ per example (B,)."""
+    loss_a = nnf.cross_entropy(logits, y_a, reduction="none")
+    loss_b = nnf.cross_entropy(logits, y_b, reduction="none")
+    lam = lam.to(loss_a.dtype)
+    return (lam * loss_a + (1 - lam) * loss_b).mean()
+
+
+def mask_intervals(batch, length, count, max_width, generator, device="cpu"):
+    """`count` intervals per example on an axis of `length`: widths uniform in [0, min(max_width,
+    length)], starts uniform in [0, length − width]. Returns a bool mask (batch, length)."""
+    max_width = min(max_width, length)
+    positions = torch.arange(length, device=device)
+    mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
+    if count <= 0 or max_width <= 0:
+        return mask
+    u = torch.rand(2, batch, count, generator=generator, device=generator.device).to(device)
+    widths = (u[0] * (max_width + 1)).long().clamp(max=max_width)             # (batch, count)
+    starts = (u[1] * (length - widths + 1)).long().clamp(max=length - widths)  # (batch, count)
+    inside = (positions >= starts[..., None]) & (positions < (starts + widths)[..., None])
+    return inside.any(dim=1)  # (batch, length): union of the count intervals
+
+
+def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_width=80):
+    """SpecAugment without time warping on x (B, C, F, T); widths are clipped to short axes.
+
+    Masked bins take the example's mean, not 0: in log-mel, 0 = log(1) is a loud value, the mean
+    a neutral one. Every channel of an example gets the same masks.
+    """
+    B, F, T = x.shape[0], x.shape[-2], x.shape[-1]
+    freq = mask_intervals(B, F, freq_masks, freq_width, generator, x.device)  # (B, F)
+    time = mask_intervals(B, T, time_masks, time_width, generator, x.device)  # (B, T)
+    mask = (freq[:, :, None] | time[:, None, :]).view(B, *([1] * (x.dim() - 3)), F, T)
+    mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)  # (B, 1, 1, 1)
+    return torch.where(mask, mean, x)

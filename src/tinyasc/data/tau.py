@@ -1,0 +1,210 @@
+"""Reader for TAU Urban Acoustic Scenes 2020 Mobile, development set (paper §3.1, dataset [6]).
+
+10 scenes recorded with real devices A, B, C and simulated devices S1–S6; the fold-1 split has
+13,962 training and 2,970 evaluation clips of 10 s. The dataset root is always an argument.
+"""
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from tinyasc.audio import MODEL_RATE, load_audio
+from tinyasc.errors import TinyascError
+
+# DCASE order: label index i is SCENES[i]
+SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
+          "street_pedestrian", "street_traffic", "tram")
+DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
+# "seen" simulated devices appear in training, "unseen" ones only in the evaluation split
+DEVICE_GROUPS = {"real": ("a", "b", "c"), "seen": ("s1", "s2", "s3"), "unseen": ("s4", "s5", "s6")}
+
+SPLITS = ("train", "evaluate", "test")
+SPLIT_FILES = {split: f"evaluation_setup/fold1_{split}.csv" for split in SPLITS}
+SPLIT_HEADERS = {"train": ("filename", "scene_label"), "evaluate": ("filename", "scene_label"),
+                 "test": ("filename",)}
+META_FILE = "meta.csv"
+META_HEADER = ("filename", "scene_label", "identifier", "source_label")
+UNLABELLED = -1  # label of the test split's clips
+
+
+class DatasetError(TinyascError):
+    """A dataset that does not match the TAU layout: missing files, bad rows, unknown labels."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    filename: str    # relative to the root, as in the CSVs: "audio/airport-lisbon-1000-40000-a.wav"
+    label: int       # index into SCENES, or UNLABELLED (-1) in the test split
+    device: str      # one of DEVICES, from the file-name suffix
+    identifier: str  # recording location from meta.csv ("lisbon-1000"); "" when unknown
+
+
+def device_of(filename):
+    """Device from the file-name suffix: 'audio/bus-lyon-1-2-s4.wav' → 's4'; None if there is none."""
+    suffix = Path(filename).stem.rsplit("-", 1)[-1].lower()
+    return suffix if suffix in DEVICES else None
+
+
+def _read_table(path, header):
+    """Rows of a tab-separated file with the given header, as (line number, fields) pairs."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: missing (expected the TAU layout with {path.name})")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from None
+    if not lines or tuple(f.strip() for f in lines[0].split("\t")) != header:
+        found = lines[0].strip() if lines else "an empty file"
+        raise DatasetError(f"{path}: line 1: expected the tab-separated header "
+                           f"{' '.join(header)!r}, found {found!r}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue  # tolerate blank lines, e.g. a trailing newline
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) != len(header) or not fields[0]:
+            raise DatasetError(f"{path}: line {number}: malformed row, expected {len(header)} "
+                               f"tab-separated fields ({', '.join(header)}), got {line!r}")
+        rows.append((number, fields))
+    return rows
+
+
+def _scene_index(scene, path, number):
+    try:
+        return SCENES.index(scene)
+    except ValueError:
+        raise DatasetError(f"{path}: line {number}: unknown scene label {scene!r} "
+                           f"(expected one of {', '.join(SCENES)})") from None
+
+
+def _device(filename, path, number):
+    device = device_of(filename)
+    if device is None:
+        raise DatasetError(f"{path}: line {number}: cannot tell the device of {filename!r} "
+                           f"(expected a suffix -a, -b, -c or -s1 … -s6 before the extension)")
+    return device
+
+
+def read_identifiers(root):
+    """filename → recording-location identifier from ROOT/meta.csv; {} when there is no meta.csv."""
+    path = Path(root) / META_FILE
+    if not path.exists():
+        return {}
+    identifiers = {}
+    for number, (filename, scene, identifier, _source) in _read_table(path, META_HEADER):
+        _scene_index(scene, path, number)
+        identifiers[filename] = identifier
+    return identifiers
+
+
+def check_root(root):
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root not found (expected a TAU Urban Acoustic Scenes "
+                           f"2020 Mobile development folder with meta.csv, audio/, evaluation_setup/)")
+    return root
+
+
+def check_audio_present(root, clips, source="the split"):
+    """Raise one DatasetError naming how many listed audio files are absent, and the first few."""
+    missing = [c.filename for c in clips if not (Path(root) / c.filename).is_file()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (", …" if len(missing) > 3 else "")
+        raise DatasetError(f"{root}: {len(missing)} of {len(clips)} audio files listed in {source} "
+                           f"are missing, e.g. {shown}")
+
+
+def read_split(root, split, check_audio=True):
+    """Clips of fold 1's `split` ('train', 'evaluate' or 'test'), in CSV order."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    root = check_root(root)
+    path = root / SPLIT_FILES[split]
+    identifiers = read_identifiers(root)
+    clips, seen = [], set()
+    for number, fields in _read_table(path, SPLIT_HEADERS[split]):
+        filename = fields[0]
+        if filename in seen:
+            raise DatasetError(f"{path}: line {number}: {filename!r} is listed twice")
+        seen.add(filename)
+        label = _scene_index(fields[1], path, number) if len(fields) > 1 else UNLABELLED
+        device = _device(filename, path, number)
+        clips.append(Clip(filename, label, device, identifiers.get(filename, "")))
+    if not clips:
+        raise DatasetError(f"{path}: lists no clips")
+    if check_audio:
+        check_audio_present(root, clips, source=path.name)
+    return clips
+
+
+def count_clips(root, splits=SPLITS, check_audio=True):
+    """{split: Counter{(device, scene or 'unlabelled'): clips}} for a `data-info` summary."""
+    table = {}
+    for split in splits:
+        clips = read_split(root, split, check_audio=check_audio)
+        table[split] = Counter((c.device, SCENES[c.label] if c.label >= 0 else "unlabelled")
+                               for c in clips)
+    return table
+
+
+def format_counts(table):
+    """Plain-text tables, one per split: rows = scenes (+ total), columns = devices (+ total)."""
+    blocks = []
+    for split, counts in table.items():
+        scenes = [s for s in SCENES + ("unlabelled",) if any(k[1] == s for k in counts)]
+        devices = [d for d in DEVICES if any(k[0] == d for k in counts)]
+        lines = [f"{split}: {sum(counts.values())} clips",
+                 "scene".ljust(18) + "".join(d.rjust(7) for d in devices + ["total"])]
+        for scene in scenes:
+            row = [counts[(d, scene)] for d in devices]
+            lines.append(scene.ljust(18) + "".join(str(n).rjust(7) for n in row + [sum(row)]))
+        totals = [sum(counts[(d, s)] for s in scenes) for d in devices]
+        lines.append("total".ljust(18) + "".join(str(n).rjust(7) for n in totals + [sum(totals)]))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def fix_length(x, num_samples):
+    """Zero-pad at the end or crop a (N,) waveform to exactly `num_samples` samples."""
+    if len(x) >= num_samples:
+        return x[:num_samples]
+    return np.pad(x, (0, num_samples - len(x)))
+
+
+def load_clip(root, filename, num_samples=None, rate=MODEL_RATE):
+    """Mono float32 waveform (N,) of ROOT/filename at `rate`, fixed to `num_samples` when given."""
+    x = load_audio(Path(root) / filename, target_rate=rate)
+    return x if num_samples is None else fix_length(x, num_samples)
+
+
+class TAUDataset(Dataset):
+    """Items (x, label, device, filename) of one fold-1 split.
+
+    Without `features`, x is the waveform (N,) at 16 kHz; pass `num_samples` to batch clips of
+    unequal length (zero-padded at the end or cropped). With `features` (a FeatureCache built on
+    this split's clips, see tinyasc.data.cache), x is the cached feature map (1, F, T) instead.
+    """
+
+    def __init__(self, root, split, num_samples=None, features=None, clips=None):
+        self.root = check_root(root)
+        self.split = split
+        self.clips = list(clips) if clips is not None else read_split(root, split)
+        self.num_samples = num_samples
+        self.features = features
+        if features is not None and tuple(features.filenames) != tuple(c.filename for c in self.clips):
+            raise DatasetError(f"feature cache {features.path} was built on other clips than "
+                               f"the {split} split of {root}")
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        clip = self.clips[i]
+        if self.features is not None:
+            x = self.features.item(i)  # (1, F, T) float32
+        else:
+            x = torch.from_numpy(load_clip(self.root, clip.filename, self.num_samples))
+        return x, clip.label, clip.device, clip.filename
