@@ -36,7 +36,8 @@ def test_unknown_model_exits_nonzero_with_one_line_and_no_traceback():
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("tinyasc: error: unknown model 'resnet_huge'; available: bc_resnet_asc_1")
+    assert lines[0].startswith("tinyasc: error: unknown model 'resnet_huge'; available: ")
+    assert "bc_resnet_asc_1" in lines[0] and "bc_resnet_asc_8" in lines[0]
 
 
 def test_console_script_help_runs():

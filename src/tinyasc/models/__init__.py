@@ -2,17 +2,23 @@
 import dataclasses
 
 from tinyasc.errors import TinyascError
+from tinyasc.models.baselines import CPResNet, CPResNetConfig, OriginalBCResNet, OriginalBCResNetConfig
 from tinyasc.models.bc_resnet import BCResNet, BCResNetConfig
 
 # architecture name → (module class, config class); a checkpoint stores the architecture name + config
 ARCHITECTURES = {
     "bc_resnet": (BCResNet, BCResNetConfig),
+    "bc_resnet_original": (OriginalBCResNet, OriginalBCResNetConfig),
+    "cp_resnet": (CPResNet, CPResNetConfig),
 }
 
 # preset name → (architecture, config overrides, one-line description)
 MODELS = {
     "bc_resnet_asc_1": ("bc_resnet", {"base_channels": 10}, "BC-ResNet-ASC-1 (c=10) + ResNorm, Table 1"),
     "bc_resnet_asc_8": ("bc_resnet", {"base_channels": 80}, "BC-ResNet-ASC-8 (c=80) + ResNorm, Table 1"),
+    "bc_resnet_8": ("bc_resnet_original", {"tau": 8, "sub_bands": 4},
+                    "original BC-ResNet-8 (KWS layout, time dilation), 4 SSN groups, Table 2"),
+    "cp_resnet": ("cp_resnet", {"base_channels": 64, "rho": 5}, "CP-ResNet (c=64, rho=5), Table 2"),
 }
 
 
