@@ -73,6 +73,102 @@ def cmd_models(args):
     return 0
 
 
+def cmd_synth(args):
+    from tinyasc.data.synthetic import generate
+
+    summary = generate(args.out, seed=args.seed, scale=args.scale, clip_seconds=args.clip_seconds,
+                       sample_rate=args.sample_rate, workers=args.workers, progress=not args.quiet)
+    print(json.dumps(summary, indent=2) if args.json else f"wrote {args.out}")
+    return 0
+
+
+def cmd_data_info(args):
+    from tinyasc.data.tau import count_clips, format_counts
+
+    print(format_counts(count_clips(args.root, check_audio=not args.no_check)))
+    return 0
+
+
+def _experiment(args):
+    from tinyasc.train import load_experiment
+
+    sets = list(args.set or [])
+    if getattr(args, "seed", None) is not None:
+        sets.append(f"train.seed={args.seed}")
+    return load_experiment(args.config, sets, base=None if args.config else {"model": {"preset": "bc_resnet_asc_1"}})
+
+
+def cmd_train(args):
+    from tinyasc.runs import run_training
+
+    exp = _experiment(args)
+    results = run_training(exp, args.data, args.out, resume=args.resume, force=args.force,
+                           cache_dir=args.cache_dir, progress=not args.quiet)
+    if results and int(__import__("os").environ.get("RANK", "0")) == 0:
+        from tinyasc.evaluate import format_table
+
+        print(format_table([(f"{exp.name} (last epoch)", results["last"]),
+                            (f"{exp.name} (best epoch {results['best_epoch']})", results["best"])]))
+    return 0
+
+
+def cmd_evaluate(args):
+    from tinyasc.evaluate import format_table
+    from tinyasc.runs import evaluate_checkpoints
+    from tinyasc.train import write_json
+
+    m = evaluate_checkpoints(args.checkpoints, args.data, args.split, cache_dir=args.cache_dir, progress=not args.quiet)
+    name = args.checkpoints[0] if len(args.checkpoints) == 1 else f"ensemble of {len(args.checkpoints)}"
+    table = format_table([(name, m)])
+    print(table)
+    print(f"accuracy {100 * m['accuracy']:.2f}%  log loss {m['log_loss']:.4f}  clips {m['clips']}")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "metrics.json", {"checkpoints": args.checkpoints, "split": args.split, **m})
+        (out / "table.md").write_text(table + "\n")
+        from tinyasc.report import plot_confusion
+
+        plot_confusion(m, out / "confusion.png", title=name)
+        print(f"wrote {out}/metrics.json, table.md, confusion.png")
+    return 0
+
+
+def cmd_sweep(args):
+    from tinyasc.report import report
+    from tinyasc.runs import sweep
+
+    exp = _experiment(args)
+    out = Path(args.out) if args.out else Path("runs") / exp.name
+    runs = sweep(exp, args.data, out, args.seeds, cache_dir=args.cache_dir, progress=not args.quiet)
+    text, _ = report(runs)
+    (out / "report.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def cmd_report(args):
+    from tinyasc.report import report
+    from tinyasc.train import write_json
+
+    runs = [p.parent for d in args.runs for p in sorted(Path(d).rglob("results.json"))]
+    if not runs:
+        raise TinyascError(f"no finished runs (results.json) under {', '.join(args.runs)}")
+    text, data = report(runs)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        write_json(Path(args.out).with_suffix(".json"), data)
+    return 0
+
+
+def cmd_demo(args):
+    from tinyasc.runs import demo
+
+    demo(data_dir=args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinyasc", description="Low-complexity, device-robust acoustic scene "
                                      "classification (BC-ResNet-ASC + Residual Normalization).")
@@ -87,6 +183,66 @@ def build_parser():
 
     p = sub.add_parser("models", help="list registered models")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("synth", help="write the synthetic device-shift benchmark in the TAU layout")
+    p.add_argument("out", help="output folder (new or empty)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", default="default", help="'small' (tests) or 'default' (demo)")
+    p.add_argument("--clip-seconds", type=float, default=None, help="clip length (default: the scale's)")
+    p.add_argument("--sample-rate", type=int, default=44100)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("data-info", help="clips per split × device × class of a TAU-layout folder")
+    p.add_argument("root")
+    p.add_argument("--no-check", action="store_true", help="do not check that the audio files exist")
+    p.set_defaults(func=cmd_data_info)
+
+    def experiment_args(p):
+        p.add_argument("--config", help="experiment TOML file (see configs/); default: bc_resnet_asc_1 + paper recipe")
+        p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                       help="override a config field, e.g. --set train.epochs=10 --set model.resnorm=none")
+        p.add_argument("--data", required=True, help="dataset root in the TAU 2020 Mobile layout")
+        p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.tinyasc_cache)")
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("train", help="train one model (one seed)")
+    experiment_args(p)
+    p.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, last.pt, best.pt, results.json")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from last.pt")
+    p.add_argument("--force", action="store_true", help="start over in a folder that holds a run")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="train and evaluate one config over several seeds (resumable)")
+    experiment_args(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", help="folder for seed<N> runs (default runs/NAME)")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("evaluate", help="per-device metrics of a checkpoint, or an ensemble of several")
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="evaluate", choices=["train", "evaluate"])
+    p.add_argument("--out", help="folder for metrics.json, table.md, confusion.png")
+    p.add_argument("--cache-dir")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="aggregate runs into the Table 3 layout (mean ± std over seeds)")
+    p.add_argument("runs", nargs="+", help="run folders, or folders holding them")
+    p.add_argument("--out", help="write the markdown here (and the numbers as .json beside it)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("demo", help="the main job: synthetic benchmark, BC-ResNet-ASC-1 with/without ResNorm")
+    p.add_argument("--data", default="data/synthetic", help="benchmark folder (generated if missing)")
+    p.add_argument("--out", default="reports/demo", help="report folder")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per model (default: the demo's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,122 @@
+"""Reports: aggregate runs (seeds) into the paper's Table 3 layout with mean ± std per column, for the
+last epoch and for the best epoch on the evaluate split (the paper's 'early stopping' figure); plots."""
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from tinyasc.errors import TinyascError
+from tinyasc.evaluate import DEVICE_GROUPS, DEVICE_ORDER
+
+COLUMNS = [d.upper() for d in DEVICE_ORDER] + ["Overall", "real", "seen", "unseen"]
+
+
+def load_run(run_dir):
+    """(config dict, results dict) of a finished run directory."""
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        results = json.loads((run_dir / "results.json").read_text())
+    except FileNotFoundError as e:
+        raise TinyascError(f"{run_dir}: not a finished run (missing {Path(e.filename).name})") from None
+    except json.JSONDecodeError as e:
+        raise TinyascError(f"{run_dir}: unreadable run files ({e})") from None
+    return config, results
+
+
+def columns_of(m):
+    """Accuracy (%) per Table 3 column of one metrics dict; NaN where a device is absent."""
+    values = [m["per_device"].get(d, {}).get("accuracy", np.nan) for d in DEVICE_ORDER]
+    values.append(m["accuracy"])
+    values += [m["per_group"].get(g, {}).get("accuracy", np.nan) for g in DEVICE_GROUPS]
+    return 100 * np.array(values, dtype=float)
+
+
+def aggregate(run_dirs, which="best"):
+    """{experiment name: {"mean", "std" (per column, %), "seeds", "log_loss", "params"}} over runs."""
+    groups = defaultdict(list)
+    for run_dir in run_dirs:
+        config, results = load_run(run_dir)
+        groups[config["name"]].append((columns_of(results[which]), results[which]["log_loss"], config))
+    table = {}
+    for name, rows in groups.items():
+        values = np.stack([r[0] for r in rows])
+        losses = np.array([r[1] for r in rows])
+        table[name] = {"mean": np.nanmean(values, 0).tolist(), "std": np.nanstd(values, 0).tolist(),
+                       "seeds": len(rows), "log_loss": [float(losses.mean()), float(losses.std())],
+                       "model": rows[0][2]["model"]}
+    return table
+
+
+def format_aggregate(table, title):
+    """Markdown Table 3: mean per device, Overall as mean ± std (population std over seeds)."""
+    header = ["Method", "seeds"] + COLUMNS + ["log loss"]
+    lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in table.items():
+        cells = [name, str(row["seeds"])]
+        for i, col in enumerate(COLUMNS):
+            mean, std = row["mean"][i], row["std"][i]
+            cells.append("–" if np.isnan(mean) else (f"{mean:.1f} ± {std:.1f}" if col == "Overall" else f"{mean:.1f}"))
+        cells.append(f"{row['log_loss'][0]:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(run_dirs):
+    """Markdown with both Table 3 variants, and the data behind them."""
+    data = {which: aggregate(run_dirs, which) for which in ("last", "best")}
+    text = (format_aggregate(data["last"], "Last epoch — accuracy (%) on the evaluate split, mean over seeds")
+            + "\n\n" + format_aggregate(data["best"], "Best epoch on the evaluate split ('early stopping', as the "
+                                        "paper reports; optimistic: the development set has no validation split)"))
+    return text, data
+
+
+def plot_confusion(m, path, title=""):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    confusion = np.array(m["confusion"], dtype=float)
+    norm = confusion / np.maximum(confusion.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7, 6))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    classes = m["classes"]
+    ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(classes)), classes, fontsize=8)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            if confusion[i, j]:
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "confusion matrix (row-normalised colour, counts)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_devices(named_metrics, path, title="accuracy per device"):
+    """Grouped bars: accuracy (%) per device for each (name, metrics) pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / max(1, len(named_metrics))
+    x = np.arange(len(DEVICE_ORDER) + 1)
+    for k, (name, m) in enumerate(named_metrics):
+        ax.bar(x + (k - (len(named_metrics) - 1) / 2) * width, columns_of(m)[: len(x)], width, label=name)
+    ax.set_xticks(x, [d.upper() for d in DEVICE_ORDER] + ["Overall"])
+    ax.axvspan(5.5, 8.5, color="grey", alpha=0.12, label="unseen devices")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

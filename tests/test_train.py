@@ -1,0 +1,153 @@
+"""tinyasc.train / tinyasc.runs: schedule, experiment configs, deterministic training, exact resume,
+run-dir safety, 2-process DDP (gloo)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tinyasc.checkpoint import load_checkpoint
+from tinyasc.errors import TinyascError
+from tinyasc.runs import run_training, sweep
+from tinyasc.train import TrainConfig, load_experiment, lr_at
+
+TINY = ["train.epochs=2", "train.batch_size=16", "train.warmup_epochs=1", "train.extract_workers=0"]
+
+
+def test_lr_warms_up_linearly_then_cosine_decays_to_zero():
+    cfg = TrainConfig(epochs=10, warmup_epochs=2, lr=0.06)
+    steps = 5
+    assert lr_at(0, steps, cfg) == 0
+    assert lr_at(5, steps, cfg) == pytest.approx(0.03)  # halfway through warm-up
+    assert lr_at(10, steps, cfg) == pytest.approx(0.06)  # peak at the end of warm-up
+    assert lr_at(30, steps, cfg) == pytest.approx(0.03)  # cosine midpoint
+    assert lr_at(50, steps, cfg) == pytest.approx(0.0, abs=1e-12)
+    values = [lr_at(s, steps, cfg) for s in range(10, 50)]
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
+def test_defaults_are_the_papers_recipe():
+    cfg = TrainConfig()
+    assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.warmup_epochs) == (100, 64, 0.06, 5)
+    assert (cfg.momentum, cfg.weight_decay, cfg.mixup_alpha, cfg.roll_seconds) == (0.9, 1e-3, 0.3, 1.5)
+
+
+def test_experiment_file_and_overrides(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text('name = "x"\n[model]\npreset = "bc_resnet_asc_1"\nresnorm = "input"\n[train]\nepochs = 7\n')
+    exp = load_experiment(path, ["train.epochs=3", "model.resnorm_lambda=0.0", "features.kind=pcen"])
+    assert exp.name == "x" and exp.train.epochs == 3 and exp.features.kind == "pcen"
+    resolved = exp.resolved()
+    assert resolved["model_config"]["resnorm"] == "input" and resolved["model_config"]["resnorm_lambda"] == 0.0
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["train.epochs=0"], "epochs must be >= 1"),
+    (["train.nope=1"], "unknown TrainConfig field"),
+    (["model.resnorm=sometimes"], "resnorm must be"),
+    (["oops"], "expected SECTION.FIELD=VALUE"),
+    (["data.x=1"], "bad --set key"),
+])
+def test_bad_config_values_give_one_line_errors(sets, message):
+    with pytest.raises(TinyascError, match=message):
+        load_experiment(None, sets, base={"model": {"preset": "bc_resnet_asc_1"}})
+
+
+def test_every_shipped_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+    assert configs
+    for path in configs:
+        load_experiment(path).resolved()
+
+
+def tiny_experiment(*extra):
+    return load_experiment(None, TINY + list(extra), base={"model": {"preset": "bc_resnet_asc_1"}})
+
+
+def weights(path):
+    return load_checkpoint(path)[0].state_dict()
+
+
+def test_training_writes_a_complete_run_and_is_deterministic(small_benchmark, tmp_path):
+    exp = tiny_experiment()
+    results = run_training(exp, small_benchmark, tmp_path / "a", progress=False)
+    run = tmp_path / "a"
+    assert {p.name for p in run.iterdir()} >= {"config.json", "metrics.jsonl", "last.pt", "best.pt", "results.json"}
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]
+    assert set(lines[0]) >= {"train_loss", "eval_accuracy", "eval_per_device", "lr", "epoch_seconds", "data_wait_fraction"}
+    assert set(results["last"]["per_device"]) == {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
+    model, feature_cfg, classes, payload = load_checkpoint(run / "last.pt")
+    assert payload["experiment"]["name"] == exp.name and len(classes) == 10 and payload["clip_samples"] == 16000
+    run_training(exp, small_benchmark, tmp_path / "b", progress=False)
+    a, b = weights(run / "last.pt"), weights(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(small_benchmark, tmp_path):
+    exp = tiny_experiment("train.epochs=3")
+    run_training(exp, small_benchmark, tmp_path / "full", progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first(epoch):
+        if epoch == 1:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_training(exp, small_benchmark, tmp_path / "cut", progress=False, on_epoch_end=stop_after_first)
+    assert not (tmp_path / "cut" / "results.json").exists()
+    run_training(exp, small_benchmark, tmp_path / "cut", resume=True, progress=False)
+    a, b = weights(tmp_path / "full" / "last.pt"), weights(tmp_path / "cut" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_existing_run_dir_is_not_overwritten_and_resume_checks_config(small_benchmark, tmp_path):
+    exp = tiny_experiment("train.epochs=1")
+    run_training(exp, small_benchmark, tmp_path / "r", progress=False)
+    before = (tmp_path / "r" / "last.pt").read_bytes()
+    with pytest.raises(TinyascError, match="already holds files"):
+        run_training(exp, small_benchmark, tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / "last.pt").read_bytes() == before
+    with pytest.raises(TinyascError, match="different config"):
+        run_training(tiny_experiment("train.epochs=2", "train.lr=0.1"), small_benchmark, tmp_path / "r",
+                     resume=True, progress=False)
+    with pytest.raises(TinyascError, match="nothing to resume"):
+        run_training(exp, small_benchmark, tmp_path / "empty", resume=True, progress=False)
+
+
+def test_sweep_skips_finished_seeds(small_benchmark, tmp_path):
+    exp = tiny_experiment("train.epochs=1")
+    runs = sweep(exp, small_benchmark, tmp_path / "sw", [0, 1], progress=False)
+    assert [r.name for r in runs] == ["seed0", "seed1"]
+    stamp = (runs[0] / "results.json").stat().st_mtime_ns
+    sweep(exp, small_benchmark, tmp_path / "sw", [0, 1], progress=False)
+    assert (runs[0] / "results.json").stat().st_mtime_ns == stamp
+    a, b = weights(runs[0] / "last.pt"), weights(runs[1] / "last.pt")
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # different seeds, different models
+
+
+def test_global_freq_norm_is_fitted_before_training(small_benchmark, tmp_path):
+    exp = tiny_experiment("train.epochs=1", "model.resnorm=none", "model.input_norm=global_freq")
+    run_training(exp, small_benchmark, tmp_path / "g", progress=False)
+    model = load_checkpoint(tmp_path / "g" / "last.pt")[0]
+    assert bool(model.input_norm.fitted) and model.input_norm.std.min() > 0
+
+
+def test_two_process_ddp_with_gloo(small_benchmark, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+           "-m", "tinyasc", "train", "--data", str(small_benchmark), "--out", str(tmp_path / "ddp"), "--quiet",
+           *[a for s in TINY for a in ("--set", s)]]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2  # only rank 0 writes
+    results = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert results["last"]["clips"] == 90  # predictions of both ranks' shards were gathered
