@@ -1,6 +1,7 @@
 """Reports: aggregate runs (seeds) into the paper's Table 3 layout with mean ± std per column, for the
 last epoch and for the best epoch on the evaluate split (the paper's 'early stopping' figure); plots."""
 import json
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -43,7 +44,10 @@ def aggregate(run_dirs, which="best"):
     for name, rows in groups.items():
         values = np.stack([r[0] for r in rows])
         losses = np.array([r[1] for r in rows])
-        table[name] = {"mean": np.nanmean(values, 0).tolist(), "std": np.nanstd(values, 0).tolist(),
+        with warnings.catch_warnings():  # a device absent from every run is NaN, not a warning
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+        table[name] = {"mean": mean.tolist(), "std": std.tolist(),
                        "seeds": len(rows), "log_loss": [float(losses.mean()), float(losses.std())],
                        "model": rows[0][2]["model"]}
     return table

@@ -102,7 +102,7 @@ def evaluate_checkpoints(paths, data_root, split="evaluate", cache_dir=None, pro
         classes = model_classes
         cache = FeatureCache.build_or_load(data_root, clips, feature_cfg, cache_dir=cache_dir,
                                            num_samples=payload.get("clip_samples"), progress=progress)
-        batches = (torch.from_numpy(np.asarray(cache.features[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
+        batches = (torch.from_numpy(np.array(cache.features[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
                    for i in range(0, len(clips), batch_size))
         probs.append(softmax(predict(model, batches)))
     return metrics(ensemble(probs), np.array([c.label for c in clips]), np.array([c.device for c in clips]), classes)
