@@ -2,6 +2,7 @@
 run-dir safety, 2-process DDP (gloo)."""
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -140,9 +141,16 @@ def test_global_freq_norm_is_fitted_before_training(small_benchmark, tmp_path):
     assert bool(model.input_norm.fitted) and model.input_norm.std.min() > 0
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
 def test_two_process_ddp_with_gloo(small_benchmark, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", free_port(),
            "-m", "tinyasc", "train", "--data", str(small_benchmark), "--out", str(tmp_path / "ddp"), "--quiet",
            *[a for s in TINY for a in ("--set", s)]]
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -29,9 +29,10 @@ def atomic_write(path, write):
         raise
 
 
-def save_checkpoint(path, model, arch, feature_cfg, classes, **extra):
+def save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=None, **extra):
     """Save weights + everything needed to rebuild and use them. `extra` (train config, metrics,
-    epoch, optimizer state, …) is stored as given."""
+    epoch, optimizer state, …) is stored as given. `state_dict` replaces model.state_dict() (a
+    compressed checkpoint: int8 codes + fp16 tensors, described by extra["quantization"])."""
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -39,7 +40,7 @@ def save_checkpoint(path, model, arch, feature_cfg, classes, **extra):
         "model_config": dataclasses.asdict(model.cfg),
         "feature_config": feature_cfg.to_dict(),
         "classes": list(classes),
-        "state_dict": model.state_dict(),
+        "state_dict": model.state_dict() if state_dict is None else state_dict,
         **extra,
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -66,9 +67,33 @@ def load_checkpoint(path):
     """(model in eval mode, feature config, classes, checkpoint dict)."""
     payload = read_checkpoint(path)
     model = build_model(payload["arch"], payload["model_config"])
+    stored = payload.get("quantization")
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as e:
+        model.load_state_dict(decode_state_dict(payload["state_dict"], stored) if stored else payload["state_dict"])
+    except (RuntimeError, KeyError) as e:
         raise TinyascError(f"{path}: weights do not fit the stored model config ({str(e).splitlines()[0]})") from None
+    if stored:
+        mark_stored_bits(model, stored["bits"])
     model.eval()
     return model, FeatureConfig.from_dict(payload["feature_config"]), payload["classes"], payload
+
+
+def decode_state_dict(state, stored):
+    """Float32 state dict of a compressed checkpoint (tinyasc.compress.quantize): int8 codes × their
+    scales (stored["scales"]: {key: scale}), fp16 tensors → float32, everything else as it is."""
+    state = dict(state)
+    for key, scale in stored["scales"].items():
+        state[key] = state[key].float() * scale
+    for key, value in state.items():
+        if value.dtype == torch.float16:
+            state[key] = value.float()
+    return state
+
+
+def mark_stored_bits(model, bits):
+    """Record {parameter name: bits} as each module's `param_bits`, so complexity.size_report counts
+    the float model's parameters at the precision they are stored at."""
+    for key, width in bits.items():
+        module_name, _, param_name = key.rpartition(".")
+        module = model.get_submodule(module_name)
+        module.param_bits = {**getattr(module, "param_bits", {}), param_name: width}

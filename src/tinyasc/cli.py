@@ -113,6 +113,8 @@ def cmd_train(args):
 
 
 def cmd_evaluate(args):
+    from tinyasc.checkpoint import load_checkpoint
+    from tinyasc.complexity import size_bytes
     from tinyasc.evaluate import format_table
     from tinyasc.runs import evaluate_checkpoints
     from tinyasc.train import write_json
@@ -122,6 +124,9 @@ def cmd_evaluate(args):
     table = format_table([(name, m)])
     print(table)
     print(f"accuracy {100 * m['accuracy']:.2f}%  log loss {m['log_loss']:.4f}  clips {m['clips']}")
+    m["size_bytes"] = sum(size_bytes(load_checkpoint(path)[0]) for path in args.checkpoints)  # an ensemble's is the sum
+    members = f"; sum of {len(args.checkpoints)} models" if len(args.checkpoints) > 1 else ""
+    print(f"size {_kb(m['size_bytes'])} (DCASE rule, as stored{members})")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +136,27 @@ def cmd_evaluate(args):
 
         plot_confusion(m, out / "confusion.png", title=name)
         print(f"wrote {out}/metrics.json, table.md, confusion.png")
+    return 0
+
+
+def cmd_compress(args):
+    from tinyasc.compress.pipeline import compress_experiment, run_compression
+    from tinyasc.evaluate import format_table
+
+    sets = list(args.set or [])
+    sets += [f"train.{k}={v}" for k, v in (("seed", args.seed), ("epochs", args.epochs)) if v is not None]
+    exp, ccfg = compress_experiment(args.teacher, args.config, sets, prune=args.prune, bits=args.bits,
+                                    per_channel=args.per_channel, distill=args.distill, kd_alpha=args.kd_alpha,
+                                    kd_temperature=args.kd_temperature,
+                                    kd_teachers=tuple(args.kd_teacher) if args.kd_teacher else None)
+    results = run_compression(args.teacher, args.data, args.out, exp, ccfg, resume=args.resume, force=args.force,
+                              cache_dir=args.cache_dir, progress=not args.quiet)
+    out = results["compressed"]
+    print(format_table([(f"{exp.name}: {name} (epoch {c['epoch']})", c["metrics"]) for name, c in out.items()]))
+    size = out["compressed.pt"]["size"]
+    groups = ", ".join(f"{g['nonzero']:,} non-zero at {bits} bits = {_kb(g['bytes'])}" for bits, g in size["by_bits"].items())
+    print(f"pruned {100 * out['compressed.pt']['sparsity']:.1f}% of conv weights; size {_kb(size['total_bytes'])} ({groups})")
+    print(f"wrote {args.out}/compressed.pt and compressed_best.pt (int8 + fp16)")
     return 0
 
 
@@ -167,6 +193,70 @@ def cmd_demo(args):
 
     demo(data_dir=args.data, out_dir=args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
     return 0
+
+
+def cmd_figure(args):
+    from tinyasc.figure import tsne_figure
+
+    scores = tsne_figure(args.checkpoint, args.data, args.out, split=args.split, per_device=args.per_device,
+                         cache_dir=args.cache_dir, progress=not args.quiet)
+    for name, score in scores.items():
+        print(f"device recoverable from {name}: {100 * score:.1f}% (5-fold 5-NN balanced accuracy)")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_export(args):
+    from tinyasc.export import export
+
+    if Path(args.out).exists() and not args.force:
+        raise TinyascError(f"{args.out} exists; pass --force to overwrite it")
+    export(args.checkpoint, args.out, int8=args.int8, calibrate=args.calibrate)
+    return 0
+
+
+def cmd_predict(args):
+    import os
+
+    from tqdm.auto import tqdm
+
+    from tinyasc.checkpoint import atomic_write
+    from tinyasc.predict import MODEL_EXTENSIONS, collect_inputs, load, submission_header, submission_row
+
+    models, inputs = [], list(args.paths)
+    while inputs and inputs[0].lower().endswith(MODEL_EXTENSIONS):  # models first, recognised by extension
+        models.append(inputs.pop(0))
+    if not models or not inputs:
+        raise TinyascError(f"usage: tinyasc predict MODEL... INPUT...: models ({', '.join(MODEL_EXTENSIONS)}) "
+                           "first, then audio files, folders or .txt lists")
+    if args.out and Path(args.out).exists() and not args.force:
+        raise TinyascError(f"{args.out} exists; pass --force to overwrite it")
+    files = collect_inputs(inputs)
+    if not files:
+        raise TinyascError(f"no audio files in {' '.join(inputs)}")
+    import torch
+
+    workers, torch_threads = args.workers or os.cpu_count() or 1, torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per op; the workers run chunks of files side by side
+    try:
+        clf = load(*models, threads=1, device=args.device)
+        lines, failed = [submission_header(clf.classes)], 0
+        for path, probs, error in clf.predict_files(files, args.batch_size, workers, progress=len(files) >= 20):
+            if error:
+                failed += 1
+                tqdm.write(f"tinyasc: skipped {error}", file=sys.stderr)  # keeps the progress bar intact
+            else:
+                lines.append(submission_row(path, probs, clf.classes))
+    finally:
+        torch.set_num_threads(torch_threads)
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
+    else:
+        sys.stdout.write(text)
+    if failed:
+        print(f"tinyasc: {failed} of {len(files)} files failed; wrote the other {len(files) - failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_parser():
@@ -231,6 +321,24 @@ def build_parser():
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+    p = sub.add_parser("compress", help="prune + 8-bit QAT (+ knowledge distillation) a trained checkpoint (Table 4)")
+    p.add_argument("teacher", help="trained float checkpoint (the 'Vanilla' model); the student starts as its copy")
+    experiment_args(p)
+    p.add_argument("--out", required=True, help="run folder: fit's files + compress.json, compressed.pt, compressed_best.pt")
+    p.add_argument("--prune", type=float, help="fraction of conv weights pruned (default 0.89)")
+    p.add_argument("--bits", type=int, help="conv weight bits, 0 = no quantization (default 8)")
+    p.add_argument("--per-channel", action="store_true", default=None, help="one scale per output channel")
+    p.add_argument("--distill", action="store_true", default=None, help="knowledge distillation from the teacher")
+    p.add_argument("--kd-alpha", type=float, help="weight of the distillation term (default 0.5)")
+    p.add_argument("--kd-temperature", type=float, help="softmax temperature T (default 2)")
+    p.add_argument("--kd-teacher", action="append", metavar="CKPT", help="teach with this checkpoint instead "
+                   "(repeat for an ensemble)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 30)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue an interrupted compression from last.pt")
+    p.add_argument("--force", action="store_true", help="start over in a folder that holds a run")
+    p.set_defaults(func=cmd_compress)
+
     p = sub.add_parser("report", help="aggregate runs into the Table 3 layout (mean ± std over seeds)")
     p.add_argument("runs", nargs="+", help="run folders, or folders holding them")
     p.add_argument("--out", help="write the markdown here (and the numbers as .json beside it)")
@@ -243,6 +351,35 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("figure", help="paper figures: `figure tsne CKPT` (Figure 1)")
+    p.add_argument("kind", choices=["tsne"])
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", default="tsne.png")
+    p.add_argument("--split", default="train", choices=["train", "evaluate"])
+    p.add_argument("--per-device", type=int, default=150, help="clips per device (balances device A)")
+    p.add_argument("--cache-dir")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_figure)
+    p = sub.add_parser("export", help="export a checkpoint's network to ONNX (float or int8) + sidecar JSON")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--int8", action="store_true", help="static int8 quantization (needs --calibrate)")
+    p.add_argument("--calibrate", metavar="DIR", help="folder of audio files for int8 activation ranges")
+    p.add_argument("--out", required=True, help="model.onnx; the sidecar is written as model.onnx.json")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("predict", help="DCASE Task 1 submission table (TSV) for audio files")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="MODEL... INPUT...: one or more models (.pt/.pth/.ckpt "
+                   "checkpoints or .onnx with sidecar; several = ensemble), then audio files, folders or .txt lists")
+    p.add_argument("--out", help="output file (default stdout); written atomically")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument("--batch-size", type=int, default=16, help="files per worker chunk (default 16)")
+    p.add_argument("--workers", type=int, help="parallel worker threads (default: one per core)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 

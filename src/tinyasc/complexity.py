@@ -29,11 +29,15 @@ def _is_weight_of_conv(module, param_name):
 
 
 def stored_bits(module, param_name, param, scheme=None):
-    """Bits per value: from `scheme` if given, else the module's own `storage_bits` (set by
-    quantisation) for its weight, else the tensor's dtype."""
+    """Bits per value: from `scheme` if given, else the module's `param_bits` ({name: bits}, set when a
+    compressed checkpoint is loaded), else its `storage_bits` (set by quantisation) for its weight,
+    else the tensor's dtype."""
     if scheme is not None:
         weight_bits, other_bits = SCHEMES[scheme]
         return weight_bits if _is_weight_of_conv(module, param_name) else other_bits
+    marked = getattr(module, "param_bits", None)
+    if marked and param_name in marked:
+        return marked[param_name]
     if param_name == "weight" and getattr(module, "storage_bits", None):
         return module.storage_bits
     return param.element_size() * 8

@@ -118,7 +118,8 @@ def load_experiment(path=None, overrides=(), base=None):
             data[keys[0]][keys[1]] = value
         else:
             raise TinyascError(f"bad --set key {'.'.join(keys)!r}: use name, model.FIELD, features.FIELD or train.FIELD")
-    unknown = set(data) - {"name", "description", "model", "features", "train"}
+    # [compress] belongs to `tinyasc compress` (tinyasc.compress.pipeline); training ignores it
+    unknown = set(data) - {"name", "description", "model", "features", "train", "compress"}
     if unknown:
         raise TinyascError(f"{path}: unknown config section(s) {sorted(unknown)}")
     model = dict(data["model"])

@@ -1,0 +1,204 @@
+"""`tinyasc compress` (paper §3.3, Table 4): a trained teacher checkpoint → a student copy, pruned one-shot,
+fine-tuned with 8-bit QAT (and knowledge distillation from the teacher) by train.fit, written as an
+int8 + fp16 checkpoint (`compressed.pt`) that `tinyasc evaluate` and `tinyasc info` load like any other."""
+import copy
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from tinyasc.complexity import size_report
+from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distillation_loss
+from tinyasc.compress.prune import SCOPES, prune, sparsity, zero_pruned
+from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_qat
+from tinyasc.errors import TinyascError
+from tinyasc.evaluate import metrics, predict, softmax
+from tinyasc.models import MODELS, config_from_dict
+from tinyasc.runs import load_split_features, prepare_run_dir
+from tinyasc.train import fit, load_experiment, parse_override, resolve_device, write_json
+
+
+@dataclass(frozen=True)
+class CompressConfig:
+    # §3.3: prune the convolutions to 89% zeros, store their weights at 8 bits and the rest at 16 bits
+    prune: float = 0.89  # fraction of conv weights set to zero; 0 = no pruning
+    prune_scope: str = "layer"  # "layer" (default, see prune.magnitude_masks) or "global"
+    prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
+    bits: int = 8  # conv weight bits (symmetric, QAT); 0 = no quantization
+    per_channel: bool = False  # per-tensor by default: 1 scale per conv, where per-channel scales
+    # (4,690 for BC-ResNet-ASC-8, many for 3-weight depthwise filters) would add ~18 KB at fp32
+    fp16: bool = True  # store all other parameters (norm affines, biases) as fp16
+    # knowledge distillation (§2.3): Table 4's 'Compressed' rows without / with KD
+    distill: bool = False
+    kd_alpha: float = KD_ALPHA
+    kd_temperature: float = KD_TEMPERATURE
+    kd_teachers: tuple = ()  # checkpoints whose ensemble teaches; () = the checkpoint being compressed
+
+    def __post_init__(self):
+        checks = [
+            (0 <= self.prune < 1, "prune must be in [0, 1)"),
+            (self.prune_scope in SCOPES, f"prune_scope must be one of {SCOPES}"),
+            (self.bits == 0 or 2 <= self.bits <= 8, "bits must be 0 (off) or 2…8"),
+            (0 <= self.kd_alpha <= 1, "kd_alpha must be in [0, 1]"),
+            (self.kd_temperature > 0, "kd_temperature must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TinyascError(f"bad compress config: {message}")
+
+
+# Fine-tuning recipe, applied over the teacher's own training config (same augmentation, batch, SGD):
+# the paper only says 'additional training'. We restart at lr 0.01 (1/6 of the training peak, the usual
+# ~1/10 for retraining a pruned net, a little more because 89% of the weights are gone) with a 1-epoch
+# warm-up and cosine decay over 30 epochs (30% of the 100-epoch training budget).
+FINETUNE = {"epochs": 30, "lr": 0.01, "warmup_epochs": 1.0}
+
+
+def _teacher_model_section(payload):
+    """[model] section (preset + overrides) that rebuilds the teacher's architecture."""
+    exp = payload.get("experiment")
+    if exp:
+        return {"preset": exp["model"], **exp.get("model_overrides", {})}
+    preset = next((name for name, (arch, _, _) in MODELS.items() if arch == payload["arch"]), None)
+    if preset is None:
+        raise TinyascError(f"no model preset for architecture {payload['arch']!r}")
+    return {"preset": preset, **payload["model_config"]}
+
+
+def compress_experiment(teacher_path, config=None, sets=(), **flags):
+    """(fine-tuning Experiment, CompressConfig) for compressing `teacher_path`.
+
+    Precedence, lowest first: the teacher's experiment (model, features, training config) → FINETUNE →
+    the TOML file `config` ([model] must describe the teacher's architecture; [compress] holds
+    CompressConfig fields; [train]/[features] as for `tinyasc train`) → `sets` ("train.lr=0.005",
+    "compress.prune=0.8") → `flags` (CompressConfig fields; None = not given)."""
+    payload = read_checkpoint(teacher_path)
+    if payload.get("quantization"):
+        raise TinyascError(f"{teacher_path}: already a compressed checkpoint; compress its float teacher instead")
+    teacher_exp = payload.get("experiment") or {}
+    data = {"name": f"{teacher_exp.get('name', Path(teacher_path).stem)}_compressed",
+            "description": f"compressed from {teacher_path}", "model": _teacher_model_section(payload),
+            "features": dict(payload["feature_config"]), "train": {**teacher_exp.get("train", {}), **FINETUNE}}
+    compress = {}
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise TinyascError(f"{path}: no such config file")
+        try:
+            loaded = tomllib.loads(path.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise TinyascError(f"{path}: not valid TOML ({e})") from None
+        compress = dict(loaded.pop("compress", {}))
+        data["name"] = loaded.pop("name", path.stem)
+        for key, value in loaded.items():  # a [model] section replaces the teacher's (then it is checked)
+            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) and key != "model" else value
+    other_sets = []
+    for text in sets:
+        keys, value = parse_override(text)
+        if keys[0] == "compress" and len(keys) == 2:
+            compress[keys[1]] = value
+        else:
+            other_sets.append(text)
+    compress.update({k: v for k, v in flags.items() if v is not None})
+    ccfg = config_from_dict(CompressConfig, compress)
+    exp = load_experiment(None, other_sets, base=data)
+    resolved = json.loads(json.dumps(exp.resolved()))  # tuples → lists on both sides
+    if (resolved["arch"], resolved["model_config"]) != (payload["arch"], json.loads(json.dumps(payload["model_config"]))):
+        raise TinyascError(f"{config or 'config'}: its [model] differs from the teacher's ({teacher_path}); the student "
+                           "is a copy of the teacher")
+    if resolved["features"] != json.loads(json.dumps(payload["feature_config"])):
+        raise TinyascError("the student must use the teacher's feature config ([features] differs)")
+    return exp, ccfg
+
+
+def build_student(teacher, ccfg):
+    """A copy of `teacher`, pruned one-shot by |w| and prepared for QAT (every conv quantized, the
+    paper's 'all convolution layers')."""
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    if ccfg.prune > 0:
+        prune(student, ccfg.prune, ccfg.prune_scope, exclude=ccfg.prune_exclude)
+    if ccfg.bits:
+        prepare_qat(student, ccfg.bits, ccfg.per_channel)
+    return student
+
+
+def size_summary(model):
+    """DCASE size of a finalized model as stored: totals and the 8-bit / 16-bit groups."""
+    report = size_report(model)
+    return {"total_bytes": report["total_bytes"], "total_kb": report["total_bytes"] / 1024,
+            "by_bits": {str(bits): {"nonzero": g["nonzero"], "bytes": g["bytes"], "kb": g["bytes"] / 1024}
+                        for bits, g in sorted(report["by_bits"].items())}}
+
+
+def save_compressed(path, model, arch, feature_cfg, classes, ccfg, **extra):
+    """Finalize `model` in place and write it as an int8 + fp16 checkpoint. Returns the size summary."""
+    finalize(model, ccfg.fp16)
+    state, stored = compressed_state_dict(model, ccfg.fp16)
+    size = size_summary(model)
+    save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=state, quantization=stored,
+                    size=size, sparsity=sparsity(model)["ratio"], **extra)
+    return size
+
+
+def _evaluate_file(path, data, device, batch_size=128):
+    model, _, classes, _ = load_checkpoint(path)
+    model.to(device)
+    features = data["features"]
+    batches = (torch.from_numpy(np.array(features[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
+               for i in range(0, len(data["labels"]), batch_size))
+    probs = softmax(predict(model, batches, device))
+    return metrics(probs, np.asarray(data["labels"]), np.asarray(data["devices"]), classes)
+
+
+def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False, force=False, cache_dir=None,
+                    progress=True, **fit_kwargs):
+    """Compress `teacher_path` into RUN_DIR: fit's usual files (config.json, metrics.jsonl, last.pt and
+    best.pt — float latent weights, pruned — results.json) plus compress.json (settings),
+    compressed.pt (int8 + fp16, last epoch) and compressed_best.pt (best evaluate epoch, the paper's
+    early-stopping figure). Single process. `fit_kwargs` go to train.fit (e.g. on_epoch_end). Returns
+    results.json's dict, with a "compressed" entry."""
+    teacher, feature_cfg, classes, payload = load_checkpoint(teacher_path)
+    run_dir = Path(run_dir)
+    settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
+    prepare_run_dir(run_dir, exp, resume, force)
+    if resume:
+        saved = json.loads((run_dir / "compress.json").read_text()) if (run_dir / "compress.json").is_file() else None
+        if saved != settings:
+            raise TinyascError(f"{run_dir}: --resume with different compression settings than the run was started with")
+    else:
+        for name in ("compressed.pt", "compressed_best.pt"):
+            (run_dir / name).unlink(missing_ok=True)
+        write_json(run_dir / "compress.json", settings)
+    train = load_split_features(data_root, "train", exp, cache_dir, progress=progress)
+    evaluate = load_split_features(data_root, "evaluate", exp, cache_dir, num_samples=train["num_samples"],
+                                   progress=progress)
+
+    student = build_student(teacher, ccfg)  # masks depend only on the teacher: a resumed run rebuilds the same
+    loss_fn = None
+    if ccfg.distill:
+        teachers = [load_checkpoint(p)[0] for p in ccfg.kd_teachers] if ccfg.kd_teachers else [teacher]
+        loss_fn = distillation_loss(Teacher(teachers), ccfg.kd_alpha, ccfg.kd_temperature)
+    arch = payload["arch"]
+    extra = {"clip_samples": train["num_samples"], "compression": settings}
+    results = fit(student, arch, train, evaluate, exp, run_dir, resume=resume, loss_fn=loss_fn,
+                  after_step=zero_pruned, progress=progress, extra_checkpoint=extra, **fit_kwargs)
+
+    device = resolve_device(exp.train.device)
+    best = read_checkpoint(run_dir / "best.pt")
+    best_student = build_student(teacher, ccfg)
+    best_student.load_state_dict(best["state_dict"])
+    compressed = {}
+    for name, model, epoch in (("compressed.pt", student.cpu().eval(), exp.train.epochs),
+                               ("compressed_best.pt", best_student.eval(), best["epoch"])):
+        size = save_compressed(run_dir / name, model, arch, feature_cfg, classes, ccfg,
+                               experiment=exp.resolved(), epoch=epoch, **extra)
+        compressed[name] = {"epoch": epoch, "size": size, "sparsity": sparsity(model)["ratio"],
+                            "metrics": _evaluate_file(run_dir / name, evaluate, device)}
+    results["compressed"] = compressed
+    write_json(run_dir / "results.json", results)
+    return results
