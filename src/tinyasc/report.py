@@ -34,12 +34,22 @@ def columns_of(m):
     return 100 * np.array(values, dtype=float)
 
 
+def run_metrics(results, which):
+    """(metrics, DCASE size in bytes or None) of a run: for a compressed run, those of the stored
+    int8 + fp16 checkpoint (compressed.pt for "last", compressed_best.pt for "best")."""
+    packed = results.get("compressed", {}).get("compressed.pt" if which == "last" else "compressed_best.pt")
+    if packed:
+        return packed["metrics"], packed["size"]["total_bytes"]
+    return results[which], None
+
+
 def aggregate(run_dirs, which="best"):
-    """{experiment name: {"mean", "std" (per column, %), "seeds", "log_loss", "params"}} over runs."""
+    """{experiment name: {"mean", "std" (per column, %), "seeds", "log_loss", "size_kb"}} over runs."""
     groups = defaultdict(list)
     for run_dir in run_dirs:
         config, results = load_run(run_dir)
-        groups[config["name"]].append((columns_of(results[which]), results[which]["log_loss"], config))
+        m, size = run_metrics(results, which)
+        groups[config["name"]].append((columns_of(m), m["log_loss"], config, size))
     table = {}
     for name, rows in groups.items():
         values = np.stack([r[0] for r in rows])
@@ -49,13 +59,15 @@ def aggregate(run_dirs, which="best"):
             mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
         table[name] = {"mean": mean.tolist(), "std": std.tolist(),
                        "seeds": len(rows), "log_loss": [float(losses.mean()), float(losses.std())],
-                       "model": rows[0][2]["model"]}
+                       "model": rows[0][2]["model"],
+                       "size_kb": None if rows[0][3] is None else float(np.mean([r[3] for r in rows])) / 1024}
     return table
 
 
 def format_aggregate(table, title):
     """Markdown Table 3: mean per device, Overall as mean ± std (population std over seeds)."""
-    header = ["Method", "seeds"] + COLUMNS + ["log loss"]
+    sized = any(row.get("size_kb") for row in table.values())
+    header = ["Method", "seeds"] + COLUMNS + ["log loss"] + (["size (KB)"] if sized else [])
     lines = [f"**{title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in table.items():
         cells = [name, str(row["seeds"])]
@@ -63,6 +75,8 @@ def format_aggregate(table, title):
             mean, std = row["mean"][i], row["std"][i]
             cells.append("–" if np.isnan(mean) else (f"{mean:.1f} ± {std:.1f}" if col == "Overall" else f"{mean:.1f}"))
         cells.append(f"{row['log_loss'][0]:.3f}")
+        if sized:
+            cells.append("–" if row.get("size_kb") is None else f"{row['size_kb']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
