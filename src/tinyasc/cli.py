@@ -298,12 +298,15 @@ def build_parser():
         p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.tinyasc_cache)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    def run_args(p):
+        p.add_argument("--seed", type=int)
+        p.add_argument("--resume", action="store_true", help="continue an interrupted run from last.pt")
+        p.add_argument("--force", action="store_true", help="start over in a folder that holds a run")
+
     p = sub.add_parser("train", help="train one model (one seed)")
     experiment_args(p)
     p.add_argument("--out", required=True, help="run folder: config, metrics.jsonl, last.pt, best.pt, results.json")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from last.pt")
-    p.add_argument("--force", action="store_true", help="start over in a folder that holds a run")
+    run_args(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="train and evaluate one config over several seeds (resumable)")
@@ -334,9 +337,7 @@ def build_parser():
     p.add_argument("--kd-teacher", action="append", metavar="CKPT", help="teach with this checkpoint instead "
                    "(repeat for an ensemble)")
     p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 30)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue an interrupted compression from last.pt")
-    p.add_argument("--force", action="store_true", help="start over in a folder that holds a run")
+    run_args(p)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("report", help="aggregate runs into the Table 3 layout (mean ± std over seeds)")

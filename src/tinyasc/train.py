@@ -95,20 +95,24 @@ def parse_override(text):
     return tuple(key.strip().split(".")), value
 
 
+def read_toml(path):
+    """The dict of a TOML file, or a one-line error naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise TinyascError(f"{path}: no such config file")
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise TinyascError(f"{path}: not valid TOML ({e})") from None
+
+
 def load_experiment(path=None, overrides=(), base=None):
     """Experiment from a TOML file (sections [model] with `preset` + config fields, [features], [train])
     and `--set` overrides. `base` is a dict used when no file is given."""
     data = {"model": {}, "features": {}, "train": {}}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise TinyascError(f"{path}: no such config file")
-        try:
-            loaded = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise TinyascError(f"{path}: not valid TOML ({e})") from None
-        data.update({k: dict(v) if isinstance(v, dict) else v for k, v in loaded.items()})
-        data.setdefault("name", path.stem)
+        data.update({k: dict(v) if isinstance(v, dict) else v for k, v in read_toml(path).items()})
+        data.setdefault("name", Path(path).stem)
     for k, v in (base or {}).items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
     for keys, value in map(parse_override, overrides):

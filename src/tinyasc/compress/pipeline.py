@@ -4,7 +4,6 @@ int8 + fp16 checkpoint (`compressed.pt`) that `tinyasc evaluate` and `tinyasc in
 import copy
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from tinyasc.errors import TinyascError
 from tinyasc.evaluate import metrics, predict, softmax
 from tinyasc.models import MODELS, config_from_dict
 from tinyasc.runs import load_split_features, prepare_run_dir
-from tinyasc.train import fit, load_experiment, parse_override, resolve_device, write_json
+from tinyasc.train import fit, load_experiment, parse_override, read_toml, resolve_device, write_json
 
 
 @dataclass(frozen=True)
@@ -87,12 +86,7 @@ def compress_experiment(teacher_path, config=None, sets=(), **flags):
     compress = {}
     if config is not None:
         path = Path(config)
-        if not path.is_file():
-            raise TinyascError(f"{path}: no such config file")
-        try:
-            loaded = tomllib.loads(path.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise TinyascError(f"{path}: not valid TOML ({e})") from None
+        loaded = read_toml(path)
         compress = dict(loaded.pop("compress", {}))
         data["name"] = loaded.pop("name", path.stem)
         for key, value in loaded.items():  # a [model] section replaces the teacher's (then it is checked)
