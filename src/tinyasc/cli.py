@@ -218,6 +218,7 @@ def cmd_export(args):
 def cmd_predict(args):
     import os
 
+    import torch
     from tqdm.auto import tqdm
 
     from tinyasc.checkpoint import atomic_write
@@ -234,8 +235,6 @@ def cmd_predict(args):
     files = collect_inputs(inputs)
     if not files:
         raise TinyascError(f"no audio files in {' '.join(inputs)}")
-    import torch
-
     workers, torch_threads = args.workers or os.cpu_count() or 1, torch.get_num_threads()
     torch.set_num_threads(1)  # one thread per op; the workers run chunks of files side by side
     try:
