@@ -1,6 +1,7 @@
 """tinyasc.export: the ONNX graph gives PyTorch's logits (dynamic batch and time), the sidecar describes
-the model, int8 static quantization keeps pruned zeros at zero and mostly keeps the top-1 class, and
-the command refuses what it cannot do (no calibration audio, QAT checkpoints, overwriting)."""
+the model, int8 static quantization keeps pruned zeros at zero and mostly keeps the top-1 class, the
+int8 export of a compressed (QAT) checkpoint holds its own codes and scales and gives its logits, and
+the command refuses what it cannot do (no calibration audio for a float model, overwriting)."""
 import json
 
 import numpy as np
@@ -10,8 +11,11 @@ import soundfile
 import torch
 from onnx import numpy_helper
 
-from tinyasc.checkpoint import save_checkpoint
+from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from tinyasc.cli import main
+from tinyasc.compress.pipeline import CompressConfig, build_student, save_compressed
+from tinyasc.compress.prune import zero_pruned
+from tinyasc.compress.quantize import QATConv2d
 from tinyasc.errors import TinyascError
 from tinyasc.export import export, int8_weight_check, sha256_file
 from tinyasc.features import FeatureConfig
@@ -37,6 +41,20 @@ def random_model(seed=0, prune=0.0):
         if isinstance(m, torch.nn.Conv2d) and prune:
             m.weight.data[torch.rand_like(m.weight) < prune] = 0
     return model.eval()
+
+
+def compressed_checkpoint(path, per_channel=False, seed=0):
+    """random_model compressed as `tinyasc compress` does it (89% of every conv pruned, 8-bit QAT, the
+    latent weights moved a little as by fine-tuning), saved as an int8 + fp16 checkpoint."""
+    ccfg = CompressConfig(prune=0.89, per_channel=per_channel)
+    student = build_student(random_model(seed), ccfg)
+    with torch.no_grad():
+        for m in student.modules():
+            if isinstance(m, QATConv2d):
+                m.weight.add_(0.01 * torch.randn_like(m.weight))
+    zero_pruned(student)
+    save_compressed(path, student.eval(), "bc_resnet", FeatureConfig(), SCENES, ccfg, clip_seconds=CLIP_SECONDS)
+    return path
 
 
 def write_clips(folder, seconds, rate=44100, seed=0):
@@ -114,15 +132,87 @@ def test_int8_keeps_pruned_zeros_and_mostly_the_top1_class(ckpt, calib, tmp_path
     assert np.mean(top_int8 == top_fp32) >= 0.75
 
 
-def test_int8_needs_calibration_audio_and_refuses_qat_checkpoints(ckpt, tmp_path):
+def test_int8_needs_calibration_audio_unless_the_checkpoint_has_int8_weights(ckpt, tmp_path):
     with pytest.raises(TinyascError, match="--calibrate"):
         export(ckpt, tmp_path / "m.onnx", int8=True, log=lambda _: None)
     assert not (tmp_path / "m.onnx").exists()
-    model = random_model()
-    qat = tmp_path / "qat.pt"
-    save_checkpoint(qat, model, "bc_resnet", FeatureConfig(), SCENES, quantization={"scales": {}, "bits": {}})
-    with pytest.raises(TinyascError, match="QAT.*not implemented"):
-        export(qat, tmp_path / "q.onnx", int8=True, calibrate=tmp_path, log=lambda _: None)
+    # a compression record without int8 weights (pruned + fp16 only) is a float model to calibrate
+    fp16 = tmp_path / "fp16.pt"
+    save_checkpoint(fp16, random_model(), "bc_resnet", FeatureConfig(), SCENES, quantization={"scales": {}, "bits": {}})
+    with pytest.raises(TinyascError, match="--calibrate"):
+        export(fp16, tmp_path / "q.onnx", int8=True, log=lambda _: None)
+    # int8 codes with a zero point other than 0 are not what tinyasc.compress writes: refused
+    asymmetric = tmp_path / "asym.pt"
+    save_checkpoint(asymmetric, random_model(), "bc_resnet", FeatureConfig(), SCENES,
+                    quantization={"scales": {"head.weight": torch.tensor(0.1)}, "bits": {}, "symmetric": False})
+    with pytest.raises(TinyascError, match="symmetric"):
+        export(asymmetric, tmp_path / "q.onnx", int8=True, log=lambda _: None)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def stored_int8(payload):
+    """{conv weight key: (codes, scale)} as numpy, straight from a compressed checkpoint."""
+    return {key: (payload["state_dict"][key].numpy(), scale.numpy())
+            for key, scale in payload["quantization"]["scales"].items()}
+
+
+def assert_graph_holds_the_stored_int8_weights(graph, stored):
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for key, (codes, scale) in stored.items():
+        assert inits[f"{key}_quantized"].dtype == np.int8
+        assert np.array_equal(inits[f"{key}_quantized"], codes)  # the checkpoint's codes, bit for bit
+        assert np.array_equal(inits[f"{key}_scale"], scale.reshape(-1) if scale.ndim else scale)
+        assert not inits[f"{key}_zero_point"].any()
+    # every Conv reads its weight from a DequantizeLinear: no float conv weight is left
+    dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == len(stored) == 33 and all(n.input[1] in dequantized for n in convs)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_int8_of_a_compressed_checkpoint_is_its_own_codes_and_gives_its_logits(tmp_path, per_channel):
+    path = compressed_checkpoint(tmp_path / "compressed.pt", per_channel)
+    out = tmp_path / "compressed.int8.onnx"
+    assert main(["export", str(path), "--format", "onnx", "--int8", "--out", str(out)]) == 0  # no --calibrate
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["precision"] == "int8" and meta["int8_conv_weights"] == 33 and "calibration_windows" not in meta
+    graph = onnx.load(str(out)).graph
+    stored = stored_int8(read_checkpoint(path))
+    assert_graph_holds_the_stored_int8_weights(graph, stored)
+    model = load_checkpoint(path)[0]
+    weights = {f"{name}.weight": m.weight.detach().numpy() for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Conv2d)}
+    zeros = 0
+    for key, (codes, scale) in stored.items():
+        # dequantized = the loaded PyTorch model's weight exactly, so pruned zeros stay exactly zero
+        assert np.array_equal(codes.astype(np.float32) * scale, weights[key])
+        assert np.array_equal(codes == 0, weights[key] == 0)
+        zeros += int(np.sum(codes == 0))
+    assert zeros == meta["int8_zero_codes"] >= 0.88 * sum(c.size for c, _ in stored.values())
+    ops = [n.op_type for n in graph.node]
+    # BN is not folded into the int8 weights: the 14 Conv→BN pairs keep their BN next to the 9 SSN ones
+    assert ops.count("BatchNormalization") == meta["batchnorm_left"] == 23
+    assert "QuantizeLinear" not in ops  # weight-only int8: activations stay float without --calibrate
+    assert 0 < meta["nonzero_params_by_dtype"]["int8"][1] == meta["nonzero_params_by_dtype"]["int8"][0]
+    session = ort_session(out)
+    generator = torch.Generator().manual_seed(1)
+    for shape in [(1, 1, 256, 67), (8, 1, 256, 40), (2, 1, 256, 334)]:
+        x = torch.randn(shape, generator=generator) * 3 - 8
+        got = session.run(["logits"], {"features": x.numpy()})[0]
+        with torch.inference_mode():
+            ref = model(x).numpy()
+        assert np.abs(got - ref).max() <= 1e-4 * max(1.0, np.abs(ref).max())
+        assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
+def test_int8_of_a_compressed_checkpoint_with_calibration_adds_int8_activations_only(tmp_path, calib):
+    path = compressed_checkpoint(tmp_path / "compressed.pt")
+    out = tmp_path / "compressed.int8.onnx"
+    meta = export(path, out, int8=True, calibrate=calib, log=lambda _: None)
+    assert meta["calibration_windows"] > 0 and meta["top1_agreement_vs_torch"] >= 0.8
+    graph = onnx.load(str(out)).graph
+    assert_graph_holds_the_stored_int8_weights(graph, stored_int8(read_checkpoint(path)))  # not re-quantized
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) >= 33  # uint8 activations into the convs
 
 
 def test_export_command_prints_the_check_and_does_not_overwrite(ckpt, tmp_path, capsys):

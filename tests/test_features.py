@@ -1,11 +1,12 @@
-"""tinyasc.features: log-mel and PCEN front ends match librosa; frame counts; batching; config checks."""
+"""tinyasc.features: log-mel and PCEN front ends match librosa; the sparse mel projection equals the dense
+filterbank matmul; frame counts; batching; config checks."""
 import librosa
 import numpy as np
 import pytest
 import torch
 
 from tinyasc.errors import TinyascError
-from tinyasc.features import PCEN, FeatureConfig, LogMel, make_frontend
+from tinyasc.features import PCEN, FeatureConfig, LogMel, MelSpectrogram, make_frontend, mel_matrix
 
 
 def noisy_tones(seconds=3.0, rate=16000, seed=0):
@@ -49,6 +50,26 @@ def test_pcen_matches_librosa_defaults():
     ref = librosa.pcen(librosa_mel(y, cfg) * cfg.pcen_input_scale, sr=cfg.sample_rate, hop_length=cfg.hop_length)
     out = PCEN(cfg)(torch.from_numpy(y))[0, 0].numpy()
     assert np.abs(out - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(n_fft=2560, n_mels=128, f_min=50.0, f_max=7000.0)])
+def test_sparse_mel_projection_equals_the_dense_filterbank_matmul(cfg):
+    melspec = MelSpectrogram(cfg)
+    dense = mel_matrix(cfg)
+    assert torch.equal(melspec.mel, dense) and int((dense > 0).sum(0).max()) <= 2  # ≤ 2 bands per FFT bin
+    assert int(melspec.mel_weights.numel()) == int((dense != 0).sum()) <= 2 * dense.shape[1]
+    generator = torch.Generator().manual_seed(0)
+    # power spectra over 12 decades, as between silence and a loud tone
+    power = torch.rand(3, dense.shape[1], 50, generator=generator) * 10.0 ** (
+        torch.randint(-9, 4, (3, dense.shape[1], 1), generator=generator))
+    sparse = melspec.project(power)
+    ref = torch.matmul(dense.double(), power.double())  # both float32 results against the exact sums
+    assert sparse.shape == (3, cfg.n_mels, 50) and sparse.is_contiguous()
+    assert ((sparse - ref).abs() / ref.clamp_min(1e-30)).max() < 1e-6
+    assert ((torch.matmul(dense, power) - sparse).abs() / ref.clamp_min(1e-30)).max() < 2e-6
+    for i in range(3):  # batched = one by one
+        assert torch.allclose(melspec.project(power[i:i + 1])[0], sparse[i], rtol=1e-6, atol=0)
+    assert not melspec.state_dict()  # buffers only: checkpoints and caches are unchanged
 
 
 def test_batched_equals_one_by_one():

@@ -365,7 +365,7 @@ def build_parser():
     p = sub.add_parser("export", help="export a checkpoint's network to ONNX (float or int8) + sidecar JSON")
     p.add_argument("checkpoint")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--int8", action="store_true", help="static int8 quantization (needs --calibrate)")
+    p.add_argument("--int8", action="store_true", help="int8 convolution weights: a compressed checkpoint's own QAT codes and scales, or static quantization of a float checkpoint calibrated on --calibrate DIR")
     p.add_argument("--calibrate", metavar="DIR", help="folder of audio files for int8 activation ranges")
     p.add_argument("--out", required=True, help="model.onnx; the sidecar is written as model.onnx.json")
     p.add_argument("--force", action="store_true", help="overwrite --out")

@@ -6,6 +6,7 @@ the network. A 10 s clip gives 1 + 160000 // 480 = 334 frames (centred frames, z
 import dataclasses
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 
 import librosa
@@ -84,13 +85,26 @@ def mel_matrix(cfg):
 
 
 class MelSpectrogram(nn.Module):
-    """Waveforms (B, N) → mel power (B, n_mels, T): Hann window, centred frames, zero padding."""
+    """Waveforms (B, N) → mel power (B, n_mels, T): Hann window, centred frames, zero padding.
+
+    The (256, 1041) filterbank is 99.2% zeros (each FFT bin feeds at most two overlapping triangles),
+    so `project` multiplies by it as a sparse CSR matrix: 2k multiply-adds per frame instead of the
+    dense matmul's 266k, 0.2–0.4 instead of ~1.7 ms per 10 s clip on one CPU thread (more than the
+    STFT took). The CSR arrays are kept as plain buffers (a CSR tensor cannot be deep-copied) and
+    wrapped per call without copying, so `.to(device)`, copies and pickling work as for any module;
+    `mel` keeps the dense matrix (the reference, and the path for devices without sparse kernels)."""
 
     def __init__(self, cfg=FeatureConfig()):
         super().__init__()
         self.cfg = cfg
         self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
         self.register_buffer("mel", mel_matrix(cfg), persistent=False)
+        with warnings.catch_warnings():  # torch warns once per process that CSR support is in beta
+            warnings.simplefilter("ignore")
+            csr = self.mel.to_sparse_csr()
+        self.register_buffer("mel_rows", csr.crow_indices(), persistent=False)  # (n_mels + 1,) row starts
+        self.register_buffer("mel_cols", csr.col_indices(), persistent=False)  # (nnz,) FFT bins
+        self.register_buffer("mel_weights", csr.values(), persistent=False)  # (nnz,) filter values
 
     def forward(self, wave):
         if wave.dim() == 1:
@@ -98,8 +112,17 @@ class MelSpectrogram(nn.Module):
         spec = torch.stft(wave.float(), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
                           win_length=self.cfg.win_length, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)
-        power = spec.real.square() + spec.imag.square()  # (B, n_fft // 2 + 1, T)
-        return torch.matmul(self.mel, power)
+        return self.project(spec.real.square() + spec.imag.square())
+
+    def project(self, power):
+        """Power spectra (B, n_fft // 2 + 1, T) → mel power (B, n_mels, T): `mel` @ power, sparsely."""
+        if power.device.type not in ("cpu", "cuda"):  # e.g. MPS: no sparse CSR matmul
+            return torch.matmul(self.mel, power)
+        b, k, t = power.shape
+        mel = torch.sparse_csr_tensor(self.mel_rows, self.mel_cols, self.mel_weights, self.mel.shape,
+                                      check_invariants=False)  # built from valid arrays: no check needed
+        x = torch.sparse.mm(mel, power.transpose(0, 1).reshape(k, b * t))  # (n_mels, B·T)
+        return x.view(-1, b, t).transpose(0, 1).contiguous()
 
 
 class LogMel(nn.Module):
