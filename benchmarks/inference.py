@@ -122,47 +122,18 @@ def job_network(model_name, backend, path, rounds):
     return out
 
 
-def two_filter_logmel(cfg):
-    """A proposed faster LogMel (NOT in features.py): Slaney filters overlap pairwise, so every FFT bin
-    feeds at most two mel bands; two index_add passes replace the dense (256 × 1041) mel matmul,
-    whose matrix is 99.2% zeros. Same output to float rounding."""
-    import torch
-
-    from tinyasc.features import LogMel
-
-    ref = LogMel(cfg)
-    mel = ref.melspec.mel
-    bins = mel.shape[1]
-    index = torch.zeros(2, bins, dtype=torch.long)
-    weight = torch.zeros(2, bins, 1)
-    for k in range(bins):
-        for j, m in enumerate(torch.nonzero(mel[:, k]).flatten().tolist()[:2]):
-            index[j, k], weight[j, k, 0] = m, mel[m, k]
-    assert int((mel > 0).sum(0).max()) <= 2
-
-    def forward(wave):
-        spec = torch.stft(wave, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
-                          window=ref.melspec.window, center=True, pad_mode="constant", return_complex=True)
-        power = spec.real.square() + spec.imag.square()  # (B, bins, T)
-        out = power.new_zeros(power.shape[0], mel.shape[0], power.shape[2])
-        out.index_add_(1, index[0], power * weight[0])
-        out.index_add_(1, index[1], power * weight[1])
-        return torch.log(out + cfg.log_offset).unsqueeze(1)
-    return forward, ref
-
-
 def job_frontend(rounds):
-    """LogMel per 10 s clip at chunk sizes 1, 8, 64, 1 and 2 threads; its stages; the proposal."""
+    """LogMel per 10 s clip at chunk sizes 1, 8, 64, 1 and 2 threads, and its stages (the mel step both
+    as the dense matmul and as the sparse CSR projection that features.py uses)."""
     import torch
 
-    from tinyasc.features import FeatureConfig
+    from tinyasc.features import FeatureConfig, LogMel
 
     cfg = FeatureConfig()
-    proposal, ref = two_filter_logmel(cfg)
+    ref = LogMel(cfg)
     n = int(SECONDS * cfg.sample_rate)
     waves = {b: torch.randn(b, n) for b in (1, 8, 64)}
     with torch.inference_mode():
-        diff = float((proposal(waves[8]) - ref(waves[8])).abs().max())
         mel, window = ref.melspec.mel, ref.melspec.window
         stft = lambda x: torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length,
                                     window=window, center=True, pad_mode="constant", return_complex=True)
@@ -173,24 +144,22 @@ def job_frontend(rounds):
         stage_ms = {name: timed(fn, rounds, 5)[1] * 1e3 for name, fn in (
             ("stft", lambda: stft(waves[1])),
             ("power", lambda: spec.real.square() + spec.imag.square()),
-            ("mel_matmul", lambda: torch.matmul(mel, power)),
+            ("mel_dense_matmul", lambda: torch.matmul(mel, power)),
+            ("mel_sparse_projection", lambda: ref.melspec.project(power)),
             ("log", lambda: torch.log(mel_power + cfg.log_offset)))}
         samples = {}
         for _ in range(rounds):
             for threads in (1, 2):
                 torch.set_num_threads(threads)
                 for batch, x in waves.items():
-                    for name, fn in (("LogMel", ref), ("proposed_two_filter", proposal)):
-                        samples.setdefault((name, threads, batch), []).append(
-                            timed(lambda fn=fn, x=x: fn(x), 1, inner=3 if batch < 64 else 1)[0] * 1e3 / batch)
+                    samples.setdefault(("LogMel", threads, batch), []).append(
+                        timed(lambda x=x: ref(x), 1, inner=3 if batch < 64 else 1)[0] * 1e3 / batch)
     table = {f"{name}/threads{t}/chunk{b}": float(np.median(v)) for (name, t, b), v in samples.items()}
-    return {"ms_per_clip": table, "stages_cpu_ms_1_thread_chunk1": stage_ms, "proposal_max_abs_diff": diff,
-            "peak_rss_mb": peak_rss_mb()}
+    return {"ms_per_clip": table, "stages_cpu_ms_1_thread_chunk1": stage_ms, "peak_rss_mb": peak_rss_mb()}
 
 
-def job_e2e(model_path, audio_dir, repeats, settings, proposed_frontend=False):
-    """Classifier.predict_files over every WAV in audio_dir, as `tinyasc predict` runs it (optionally
-    with the proposed two-filter front end swapped in)."""
+def job_e2e(model_path, audio_dir, repeats, settings):
+    """Classifier.predict_files over every WAV in audio_dir, as `tinyasc predict` runs it."""
     import torch
 
     from tinyasc.predict import collect_inputs, load
@@ -200,8 +169,6 @@ def job_e2e(model_path, audio_dir, repeats, settings, proposed_frontend=False):
     for workers, threads in settings:
         torch.set_num_threads(threads)
         clf = load(model_path, threads=threads)
-        if proposed_frontend:
-            clf._frontends = {cfg: two_filter_logmel(cfg)[0] for cfg in clf._frontends}
         list(clf.predict_files(files[:4], 4, workers))  # warm-up
         walls, cpus = [], []
         for _ in range(repeats):
@@ -398,8 +365,6 @@ def main():
         for model in MODELS:
             res["end_to_end"][model] = {backend: spawn("e2e", str(paths[model][backend]), str(audio), repeats, settings)
                                         for backend in BACKENDS}
-            res["end_to_end"][model]["ort-fp32 + proposed front end"] = spawn(
-                "e2e", str(paths[model]["ort-fp32"]), str(audio), repeats, settings, True)
             print(f"e2e {model} done", file=sys.stderr)
         if args.int8_study:
             res["int8_study"] = {model: spawn("int8_study", model, str(paths[model]["ort-fp32"]), str(audio), rounds)
