@@ -29,7 +29,7 @@ compress() {  # $1 = variant (compressed | compressed_kd), $2 = seed
   local dir="$OUT/table4/$1/seed$2"
   [ -f "$dir/results.json" ] && return 0
   local resume=(); [ -f "$dir/last.pt" ] && resume=(--resume)
-  tinyasc compress "$OUT/table3/resnorm/seed$2/last.pt" --config "configs/table4_$1.toml" --data "$DATA" \
+  tinyasc compress "$OUT/table3/resnorm/seed$2/last.pt" --config "configs/table4_asc1_$1.toml" --data "$DATA" \
     --out "$dir" --seed "$2" --epochs "$FT_EPOCHS" --set train.threads=1 --quiet "${resume[@]}" >> "$OUT/logs/table4.log" 2>&1
 }
 for s in $SEEDS; do compress compressed "$s"; compress compressed_kd "$s"; done
