@@ -168,7 +168,8 @@ def job_e2e(model_path, audio_dir, repeats, settings):
     out = {}
     for workers, threads in settings:
         torch.set_num_threads(threads)
-        clf = load(model_path, threads=threads)
+        # a .pt is the torch-fp32 row: force eager PyTorch (checkpoints otherwise run through ONNX Runtime)
+        clf = load(model_path, threads=threads, backend="torch" if model_path.endswith(".pt") else "auto")
         list(clf.predict_files(files[:4], 4, workers))  # warm-up
         walls, cpus = [], []
         for _ in range(repeats):

@@ -152,3 +152,16 @@ def test_onnx_without_sidecar_and_folder_discovery(setup, tmp_path):
 def test_import_tinyasc_does_not_import_torch_or_onnxruntime():
     code = "import sys, tinyasc; print(any(m in sys.modules for m in ('torch', 'onnxruntime')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_checkpoints_run_through_onnx_runtime_on_cpu_and_match_torch(setup):
+    from tinyasc.predict import OnnxNet, TorchNet
+
+    auto = tinyasc.load(setup["a"])  # backend "auto" on CPU: an in-memory ONNX graph
+    eager = tinyasc.load(setup["a"], backend="torch")
+    assert isinstance(auto.members[0].net, OnnxNet) and isinstance(eager.members[0].net, TorchNet)
+    a, b = auto.predict(setup["good"]), eager.predict(setup["good"])
+    assert a.labels == b.labels
+    assert np.allclose(a.probabilities, b.probabilities, atol=1e-4)
+    with pytest.raises(TinyascError, match="backend must be"):
+        tinyasc.load(setup["a"], backend="tensorrt")

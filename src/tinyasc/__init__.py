@@ -8,10 +8,10 @@ __version__ = "0.1.0"
 __all__ = ["TinyascError", "__version__", "load"]
 
 
-def load(*paths, threads=None, device="cpu"):
+def load(*paths, threads=None, device="cpu", backend="auto"):
     """A classifier from tinyasc checkpoints or exported .onnx models (several: an ensemble):
     `tinyasc.load("model.onnx").predict(["a.wav", "b.wav"])` → (labels, probabilities).
     See tinyasc.predict.Classifier; torch and onnxruntime are imported only here."""
     from tinyasc.predict import load as _load
 
-    return _load(*paths, threads=threads, device=device)
+    return _load(*paths, threads=threads, device=device, backend=backend)

@@ -238,7 +238,7 @@ def cmd_predict(args):
     workers, torch_threads = args.workers or os.cpu_count() or 1, torch.get_num_threads()
     torch.set_num_threads(1)  # one thread per op; the workers run chunks of files side by side
     try:
-        clf = load(*models, threads=1, device=args.device)
+        clf = load(*models, threads=1, device=args.device, backend=args.backend)
         lines, failed = [submission_header(clf.classes)], 0
         for path, probs, error in clf.predict_files(files, args.batch_size, workers, progress=len(files) >= 20):
             if error:
@@ -379,6 +379,8 @@ def build_parser():
     p.add_argument("--batch-size", type=int, default=16, help="files per worker chunk (default 16)")
     p.add_argument("--workers", type=int, help="parallel worker threads (default: one per core)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
+                   help="how checkpoints run: auto = ONNX Runtime on CPU (3-4x faster), PyTorch on CUDA")
     p.set_defaults(func=cmd_predict)
     return parser
 
