@@ -159,3 +159,9 @@ def test_two_process_ddp_with_gloo(small_benchmark, tmp_path):
     assert len(lines) == 2  # only rank 0 writes
     results = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert results["last"]["clips"] == 90  # predictions of both ranks' shards were gathered
+
+
+def test_a_wrong_data_folder_leaves_no_run_folder_behind(tmp_path):
+    with pytest.raises(TinyascError, match="dataset root not found"):
+        run_training(tiny_experiment(), tmp_path / "no_such_data", tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -29,6 +29,12 @@ def load_split_features(root, split, exp, cache_dir=None, num_samples=None, prog
             "clips": clips, "num_samples": cache.num_samples}
 
 
+def check_dataset(data_root):
+    """Validate the train and evaluate splits (CSVs, labels, audio present) with one-line errors."""
+    for split in ("train", "evaluate"):
+        read_split(data_root, split)
+
+
 def prepare_run_dir(run_dir, exp, resume, force):
     """Create RUN_DIR for a new run, or check it for --resume. Never clobbers a run unless --force."""
     run_dir = Path(run_dir)
@@ -53,6 +59,7 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     """Prepare the run dir and feature caches, build the model from the seed, and fit. Returns results."""
     ctx_rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    check_dataset(data_root)  # before the run dir exists: a typo in --data must not leave a run behind
     if ctx_rank == 0:
         prepare_run_dir(run_dir, exp, resume, force)
     if world > 1:

@@ -18,7 +18,7 @@ from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_q
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import metrics, predict, softmax
 from tinyasc.models import MODELS, config_from_dict
-from tinyasc.runs import load_split_features, prepare_run_dir
+from tinyasc.runs import check_dataset, load_split_features, prepare_run_dir
 from tinyasc.train import fit, load_experiment, parse_override, read_toml, resolve_device, write_json
 
 
@@ -159,6 +159,7 @@ def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False
     teacher, feature_cfg, classes, payload = load_checkpoint(teacher_path)
     run_dir = Path(run_dir)
     settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
+    check_dataset(data_root)  # before the run dir exists
     prepare_run_dir(run_dir, exp, resume, force)
     if resume:
         saved = json.loads((run_dir / "compress.json").read_text()) if (run_dir / "compress.json").is_file() else None
