@@ -88,3 +88,12 @@ def test_train_then_evaluate_and_ensemble_commands(small_benchmark, tmp_path, ca
     saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert saved["clips"] == 90 and set(saved["per_device"]) >= {"a", "s6"}
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+
+
+def test_report_keeps_runs_of_different_configs_apart(tmp_path):
+    fake_run(tmp_path / "a", "x", {"a": 0.8})
+    fake_run(tmp_path / "b", "x", {"a": 0.4})
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    (tmp_path / "b" / "config.json").write_text(json.dumps({**config, "features": {"kind": "pcen"}}))
+    table = aggregate([tmp_path / "a", tmp_path / "b"])
+    assert len(table) == 2 and all(name.startswith("x [") and row["seeds"] == 1 for name, row in table.items())

@@ -165,3 +165,7 @@ def test_checkpoints_run_through_onnx_runtime_on_cpu_and_match_torch(setup):
     assert np.allclose(a.probabilities, b.probabilities, atol=1e-4)
     with pytest.raises(TinyascError, match="backend must be"):
         tinyasc.load(setup["a"], backend="tensorrt")
+
+
+def test_load_takes_a_list_of_paths_too(setup):
+    assert len(tinyasc.load([setup["a"], setup["b"]]).members) == 2

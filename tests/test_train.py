@@ -165,3 +165,11 @@ def test_a_wrong_data_folder_leaves_no_run_folder_behind(tmp_path):
     with pytest.raises(TinyascError, match="dataset root not found"):
         run_training(tiny_experiment(), tmp_path / "no_such_data", tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_resuming_a_finished_run_is_refused_and_number_fields_reject_words(small_benchmark, tmp_path):
+    run_training(tiny_experiment("train.epochs=1"), small_benchmark, tmp_path / "done", progress=False)
+    with pytest.raises(TinyascError, match="the run is finished"):
+        run_training(tiny_experiment("train.epochs=1"), small_benchmark, tmp_path / "done", resume=True, progress=False)
+    with pytest.raises(TinyascError, match="epochs must be a number, not 'abc'"):
+        tiny_experiment("train.epochs=abc")

@@ -198,6 +198,7 @@ def cmd_demo(args):
 def cmd_figure(args):
     from tinyasc.figure import tsne_figure
 
+    args.out = args.out if Path(args.out).suffix else f"{args.out}.png"  # matplotlib adds .png otherwise
     scores = tsne_figure(args.checkpoint, args.data, args.out, split=args.split, per_device=args.per_device,
                          cache_dir=args.cache_dir, progress=not args.quiet)
     for name, score in scores.items():

@@ -325,6 +325,8 @@ def load(*paths, threads=None, device="cpu", backend="auto"):
     """A Classifier from one or more tinyasc checkpoints (.pt/.pth/.ckpt) or exported ONNX models
     (.onnx + sidecar); several are an ensemble. `threads`: ONNX Runtime intra-op threads. `backend`:
     how checkpoints run ("auto": ONNX Runtime on CPU, PyTorch on CUDA; "onnx"; "torch")."""
+    if len(paths) == 1 and isinstance(paths[0], (list, tuple)):  # load(["a.pt", "b.pt"]) too
+        paths = tuple(paths[0])
     if device == "cuda" and not torch.cuda.is_available():
         raise TinyascError("--device cuda: no CUDA device is available to torch")
     return Classifier([load_member(p, threads, device, backend) for p in paths], device=device)

@@ -43,13 +43,25 @@ def run_metrics(results, which):
     return results[which], None
 
 
+def config_digest(config):
+    """Short hash of a run's resolved config without its seed: runs with equal digests are seeds of
+    one experiment; a name reused with other settings (e.g. --set overrides) gets its own row."""
+    import hashlib
+
+    train = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "threads", "extract_workers")}
+    blob = json.dumps({**config, "train": train}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:6]
+
+
 def aggregate(run_dirs, which="best"):
     """{experiment name: {"mean", "std" (per column, %), "seeds", "log_loss", "size_kb"}} over runs."""
     groups = defaultdict(list)
     for run_dir in run_dirs:
         config, results = load_run(run_dir)
         m, size = run_metrics(results, which)
-        groups[config["name"]].append((columns_of(m), m["log_loss"], config, size))
+        groups[(config["name"], config_digest(config))].append((columns_of(m), m["log_loss"], config, size))
+    names = [name for name, _ in groups]
+    groups = {(name if names.count(name) == 1 else f"{name} [{digest}]"): rows for (name, digest), rows in groups.items()}
     table = {}
     for name, rows in groups.items():
         values = np.stack([r[0] for r in rows])

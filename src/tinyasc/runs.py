@@ -45,6 +45,8 @@ def prepare_run_dir(run_dir, exp, resume, force):
         saved = json.loads(config_path.read_text()) if config_path.is_file() else None
         if saved != json.loads(json.dumps(exp.resolved())):
             raise TinyascError(f"{run_dir}: --resume with a different config than the run was started with")
+        if (run_dir / "results.json").is_file():
+            raise TinyascError(f"{run_dir}: the run is finished (results.json); nothing to resume")
         return run_dir
     if run_dir.exists() and any(run_dir.iterdir()) and not force:
         raise TinyascError(f"{run_dir}: already holds files; use --resume to continue the run or --force to start over")

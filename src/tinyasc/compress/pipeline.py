@@ -160,12 +160,12 @@ def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False
     run_dir = Path(run_dir)
     settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
     check_dataset(data_root)  # before the run dir exists
-    prepare_run_dir(run_dir, exp, resume, force)
     if resume:
         saved = json.loads((run_dir / "compress.json").read_text()) if (run_dir / "compress.json").is_file() else None
         if saved != settings:
             raise TinyascError(f"{run_dir}: --resume with different compression settings than the run was started with")
-    else:
+    prepare_run_dir(run_dir, exp, resume, force)
+    if not resume:
         for name in ("compressed.pt", "compressed_best.pt"):
             (run_dir / name).unlink(missing_ok=True)
         write_json(run_dir / "compress.json", settings)

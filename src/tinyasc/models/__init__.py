@@ -32,6 +32,10 @@ def config_from_dict(cls, d):
     unknown = sorted(set(d) - names)
     if unknown:
         raise TinyascError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
+    for f in dataclasses.fields(cls):  # a number field given a word (e.g. --set train.epochs=abc)
+        if f.name in d and isinstance(f.default, (int, float)) and not isinstance(f.default, bool) \
+                and not isinstance(d[f.name], (int, float)):
+            raise TinyascError(f"bad {cls.__name__}: {f.name} must be a number, not {d[f.name]!r}")
     try:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
     except (TypeError, ValueError) as e:
