@@ -44,11 +44,3 @@ def load_audio(path, target_rate=MODEL_RATE):
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     return to_mono_rate(x, rate, target_rate, name=str(path))
 
-
-def audio_info(path):
-    """(sample_rate, channels, frames) of a file without decoding it."""
-    try:
-        info = soundfile.info(str(path))
-    except Exception as e:
-        raise AudioError(f"{path}: not a readable audio file ({e})") from None
-    return info.samplerate, info.channels, info.frames
