@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test
+.PHONY: install demo test test-fast lint
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -19,5 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tinyasc demo
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# the suite without the end-to-end tests marked slow (under a minute on a quiet 2-core machine)
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks

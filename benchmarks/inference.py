@@ -323,7 +323,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repeats and clips (a smoke test)")
     parser.add_argument("--int8-study", action="store_true", help="also time int8 quantization variants")
     parser.add_argument("--clips", type=int, default=96, help="10 s WAVs for the end-to-end run")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", default=os.path.relpath(RESULTS))  # relative: no machine paths in the log
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.job:

@@ -15,7 +15,7 @@ import tinyasc
 from tinyasc.data.tau import SCENES, read_split
 from tinyasc.export import export
 
-RESULTS = Path(__file__).parent / "results" / "int8_agreement.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "int8_agreement.json"
 CALIBRATION_CLIPS = 256
 
 
@@ -64,7 +64,7 @@ def main(data, float_ckpt, compressed_ckpt=None):
         print(f"{name:56s} {100 * r['accuracy']:7.1f}% {100 * r['top1_agreement_with_fp32']:25.1f}%")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {RESULTS.relative_to(RESULTS.parents[2])}")
 
 
 if __name__ == "__main__":

@@ -84,10 +84,10 @@ def main():
         gap = 100 * (acc["a"] - acc["unseen"])
         print(f"{name:20s}" + "".join(f"{100 * acc[c]:8.1f}" for c in columns) + f"{gap:10.1f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(dict(root=str(root), seed=args.seed, scale=args.scale, classifier=f"logistic C={C}",
+    RESULTS.write_text(json.dumps(dict(root=root.name, seed=args.seed, scale=args.scale, classifier=f"logistic C={C}",
                                        train_clips=len(train), evaluate_clips=len(evaluate), accuracy=results,
                                        seconds=round(time.perf_counter() - start, 1)), indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {RESULTS.relative_to(RESULTS.parents[2])}")
 
 
 if __name__ == "__main__":

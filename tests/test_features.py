@@ -93,3 +93,18 @@ def test_config_round_trips_and_digest_tracks_fields():
     assert cfg.digest() == FeatureConfig().digest() != FeatureConfig(n_mels=128).digest()
     with pytest.raises(TinyascError, match="unknown fields"):
         FeatureConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(n_mels=128), FeatureConfig(n_mels=40, f_min=50.0, f_max=7000.0),
+                                 FeatureConfig(sample_rate=32000, n_fft=4096, win_length=3000, hop_length=500)])
+def test_own_slaney_filterbank_equals_librosa(cfg):
+    ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max)
+    np.testing.assert_allclose(mel_matrix(cfg).numpy(), ref, rtol=0, atol=1e-6 * ref.max())
+
+
+def test_tinyasc_does_not_import_librosa_at_run_time():
+    import subprocess
+    import sys
+
+    code = "import sys, tinyasc.features, tinyasc.predict, tinyasc.cli; print('librosa' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -169,3 +169,18 @@ def test_checkpoints_run_through_onnx_runtime_on_cpu_and_match_torch(setup):
 
 def test_load_takes_a_list_of_paths_too(setup):
     assert len(tinyasc.load([setup["a"], setup["b"]]).members) == 2
+
+
+def test_write_submission_is_the_library_function_behind_the_cli(setup, tmp_path):
+    from tinyasc.predict import load, write_submission
+
+    clf = load(setup["a"])
+    errors = []
+    files = collect_inputs([setup["audio"]])
+    written, failed = write_submission(clf, files, tmp_path / "s.tsv", workers=1, on_error=errors.append)
+    assert written == 3 and len(failed) == 3 and errors == failed
+    header, rows = read_table((tmp_path / "s.tsv").read_text())
+    assert header == HEADER and sorted(rows) == setup["good"]
+    expected = clf.predict(setup["good"]).probabilities
+    for path, probs in zip(setup["good"], expected):
+        np.testing.assert_allclose(rows[path][1], probs, atol=1e-5)

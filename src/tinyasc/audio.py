@@ -44,3 +44,47 @@ def load_audio(path, target_rate=MODEL_RATE):
         raise AudioError(f"{path}: not a readable audio file ({reason})") from None
     return to_mono_rate(x, rate, target_rate, name=str(path))
 
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and windows (for prediction)
+
+# what libsndfile decodes; folders are searched recursively for these
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
+
+
+def collect_inputs(items):
+    """Audio files from files (taken as given), folders (recursive, AUDIO_EXTENSIONS, sorted) and .txt
+    lists (one path per line, relative to the list's folder; blank lines and # comments skipped).
+    Order is kept and duplicates dropped. A missing file named on the command line or in a list is
+    kept, so that it is reported as a failed file; a missing folder or list is an error."""
+    files = []
+    for item in map(Path, items):
+        if item.is_dir():
+            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        elif item.suffix.lower() == ".txt":
+            if not item.is_file():
+                raise TinyascError(f"{item}: no such file list")
+            for line in item.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    files.append(item.parent / line if not Path(line).is_absolute() else Path(line))
+        elif item.exists() or item.suffix.lower() in AUDIO_EXTENSIONS:
+            files.append(item)
+        else:
+            raise TinyascError(f"{item}: no such file or folder")
+    return list(dict.fromkeys(files))
+
+
+def windows_of(x, window):
+    """(windows (n, window) float32, weights (n,)): non-overlapping windows of a 1-D waveform, the last
+    zero-padded; weights are each window's share of real samples (they sum to 1)."""
+    n = max(1, -(-len(x) // window))
+    padded = np.zeros(n * window, dtype=np.float32)
+    padded[: len(x)] = x
+    real = np.clip(len(x) - window * np.arange(n), 0, window).astype(np.float64)
+    return padded.reshape(n, window), real / real.sum()
+
+
+def load_windows(path, sample_rate, clip_seconds):
+    """Decode + resample `path` (load_audio) and cut it into windows_of(…, clip_seconds)."""
+    return windows_of(load_audio(path, target_rate=sample_rate), int(round(clip_seconds * sample_rate)))

@@ -217,13 +217,9 @@ def cmd_export(args):
 
 
 def cmd_predict(args):
-    import os
-
-    import torch
     from tqdm.auto import tqdm
 
-    from tinyasc.checkpoint import atomic_write
-    from tinyasc.predict import MODEL_EXTENSIONS, collect_inputs, load, submission_header, submission_row
+    from tinyasc.predict import MODEL_EXTENSIONS, collect_inputs, load, write_submission
 
     models, inputs = [], list(args.paths)
     while inputs and inputs[0].lower().endswith(MODEL_EXTENSIONS):  # models first, recognised by extension
@@ -236,26 +232,12 @@ def cmd_predict(args):
     files = collect_inputs(inputs)
     if not files:
         raise TinyascError(f"no audio files in {' '.join(inputs)}")
-    workers, torch_threads = args.workers or os.cpu_count() or 1, torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread per op; the workers run chunks of files side by side
-    try:
-        clf = load(*models, threads=1, device=args.device, backend=args.backend)
-        lines, failed = [submission_header(clf.classes)], 0
-        for path, probs, error in clf.predict_files(files, args.batch_size, workers, progress=len(files) >= 20):
-            if error:
-                failed += 1
-                tqdm.write(f"tinyasc: skipped {error}", file=sys.stderr)  # keeps the progress bar intact
-            else:
-                lines.append(submission_row(path, probs, clf.classes))
-    finally:
-        torch.set_num_threads(torch_threads)
-    text = "\n".join(lines) + "\n"
-    if args.out:
-        atomic_write(args.out, lambda tmp: Path(tmp).write_text(text))
-    else:
-        sys.stdout.write(text)
+    clf = load(*models, threads=1, device=args.device, backend=args.backend)
+    _, failed = write_submission(clf, files, args.out, batch_size=args.batch_size, workers=args.workers,
+                                 on_error=lambda m: tqdm.write(f"tinyasc: skipped {m}", file=sys.stderr))
     if failed:
-        print(f"tinyasc: {failed} of {len(files)} files failed; wrote the other {len(files) - failed}", file=sys.stderr)
+        print(f"tinyasc: {len(failed)} of {len(files)} files failed; wrote the other {len(files) - len(failed)}",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

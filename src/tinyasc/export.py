@@ -9,50 +9,33 @@ and `tinyasc.load` need it. The exporter (eval mode) folds every Conv→BatchNor
 the SubSpectralNorm BNs stay (their per-sub-band statistics act on a reshaped tensor, which no conv
 weight can absorb). The int8 export of a compressed checkpoint folds nothing (see `qat_int8`).
 """
-import hashlib
-import io
 import json
 import tempfile
-import warnings
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from tinyasc.audio import collect_inputs, load_windows
 from tinyasc.checkpoint import atomic_write, load_checkpoint
 from tinyasc.errors import TinyascError
 from tinyasc.features import make_frontend
-from tinyasc.predict import (FRONTEND_CHUNK, ONNX_INPUT, ONNX_OUTPUT, SIDECAR_FORMAT, SIDECAR_VERSION,
-                             clip_seconds_of, collect_inputs, load_windows, ort_session, sidecar_path)
+from tinyasc.onnxmodel import (
+    ONNX_INPUT,
+    ONNX_OUTPUT,
+    SIDECAR_FORMAT,
+    SIDECAR_VERSION,
+    onnx_bytes,
+    ort_session,
+    sha256_file,
+    sidecar_path,
+)
+from tinyasc.predict import FRONTEND_CHUNK, clip_seconds_of
 
-OPSET = 17
 TOLERANCE = 1e-3  # max |logit difference| allowed between ONNX Runtime fp32 and PyTorch
 QAT_TOLERANCE = 1e-4  # the same for a compressed checkpoint's int8 weights, relative to max |logit|
 CALIBRATION_WINDOWS = 64  # windows of calibration audio (more rarely moves min-max ranges)
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def onnx_bytes(model, example, fold_bn=True):
-    """The ONNX graph of eval-mode `model`: input `features` with dynamic batch and time axes.
-    fold_bn=False keeps every BatchNormalization (and every conv weight as it is in the state dict)."""
-    buffer = io.BytesIO()
-    # TrainingMode.EVAL runs the exporter's eval peephole pass, which folds Conv→BN; PRESERVE on an
-    # eval-mode model exports the same inference-mode graph without that pass.
-    mode = torch.onnx.TrainingMode.EVAL if fold_bn else torch.onnx.TrainingMode.PRESERVE
-    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, but needs no onnxscript
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=OPSET, training=mode,
-                          input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], do_constant_folding=True,
-                          dynamic_axes={ONNX_INPUT: {0: "batch", 3: "frames"}, ONNX_OUTPUT: {0: "batch"}})
-    return buffer.getvalue()
 
 
 def op_counts(model_bytes_or_path):

@@ -9,7 +9,7 @@ import json
 import warnings
 from dataclasses import dataclass
 
-import librosa
+import numpy as np
 import torch
 from torch import nn
 
@@ -77,11 +77,37 @@ class FeatureConfig:
         return cls(**d)
 
 
+def hz_to_mel(hz):
+    """Slaney's mel scale (librosa's default, htk=False): linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep,
+                    hz / f_sp)
+
+
+def mel_to_hz(mel):
+    """Inverse of `hz_to_mel`."""
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
 def mel_matrix(cfg):
-    """(n_mels, n_fft // 2 + 1) Slaney mel filterbank from librosa."""
-    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                             fmin=cfg.f_min, fmax=cfg.f_max)
-    return torch.from_numpy(fb).float()
+    """(n_mels, n_fft // 2 + 1) Slaney mel filterbank: triangles equally spaced on the Slaney mel scale
+    between f_min and f_max (default Nyquist), each scaled to unit area (2 / bandwidth in Hz), as
+    librosa.filters.mel(htk=False, norm="slaney") builds it (tested equal); numpy, so no librosa at run time."""
+    f_max = cfg.sample_rate / 2 if cfg.f_max is None else cfg.f_max
+    fft_hz = np.linspace(0, cfg.sample_rate / 2, 1 + cfg.n_fft // 2)
+    edges_hz = mel_to_hz(np.linspace(hz_to_mel(cfg.f_min), hz_to_mel(f_max), cfg.n_mels + 2))
+    widths = np.diff(edges_hz)  # (n_mels + 1,) Hz between neighbouring triangle corners
+    ramps = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_bins)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    fb = np.maximum(0, np.minimum(rising, falling))
+    fb *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # Slaney area normalisation
+    return torch.from_numpy(fb.astype(np.float32))
 
 
 class MelSpectrogram(nn.Module):

@@ -7,7 +7,6 @@ window's share of real audio, so a clip shorter than the window is one zero-padd
 10.01 s clip is ~all first window. Decoding and resampling run in a thread pool (libsndfile and soxr
 release the GIL): each worker thread takes a chunk of files through decode, front end and network.
 """
-import json
 import os
 import sys
 from collections import deque
@@ -19,20 +18,25 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from tinyasc.audio import AudioError, load_audio, to_mono_rate
+from tinyasc.audio import (  # noqa: F401
+    AUDIO_EXTENSIONS,
+    AudioError,
+    collect_inputs,
+    load_audio,
+    load_windows,
+    to_mono_rate,
+    windows_of,
+)
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig, make_frontend
+from tinyasc.onnxmodel import OnnxNet, onnx_bytes, ort_session, read_sidecar, sidecar_path  # noqa: F401 (re-exported)
 
-# what libsndfile decodes; folders are searched recursively for these
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".w64", ".caf")
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".ckpt")
 MODEL_EXTENSIONS = CHECKPOINT_EXTENSIONS + (".onnx",)
 DEFAULT_CLIP_SECONDS = 10.0  # TAU clips; used when a checkpoint does not store its training length
 # windows per front-end + network call: per-clip cost grows with the batch here (a (B, 1041, 334)
 # complex spectrum is 2.8 MB per clip; BC-ResNet activations ~1.7 MB per clip), 64 is ~2x slower
 FRONTEND_CHUNK = 2
-SIDECAR_FORMAT, SIDECAR_VERSION = "tinyasc-onnx", 1
-ONNX_INPUT, ONNX_OUTPUT = "features", "logits"
 
 
 class Predictions(NamedTuple):
@@ -41,45 +45,7 @@ class Predictions(NamedTuple):
 
 
 # ---------------------------------------------------------------------------------------------
-# Inputs and windows
-
-def collect_inputs(items):
-    """Audio files from files (taken as given), folders (recursive, AUDIO_EXTENSIONS, sorted) and .txt
-    lists (one path per line, relative to the list's folder; blank lines and # comments skipped).
-    Order is kept and duplicates dropped. A missing file named on the command line or in a list is
-    kept, so that it is reported as a failed file; a missing folder or list is an error."""
-    files = []
-    for item in map(Path, items):
-        if item.is_dir():
-            files += sorted(p for p in item.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        elif item.suffix.lower() == ".txt":
-            if not item.is_file():
-                raise TinyascError(f"{item}: no such file list")
-            for line in item.read_text().splitlines():
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    files.append(item.parent / line if not Path(line).is_absolute() else Path(line))
-        elif item.exists() or item.suffix.lower() in AUDIO_EXTENSIONS:
-            files.append(item)
-        else:
-            raise TinyascError(f"{item}: no such file or folder")
-    return list(dict.fromkeys(files))
-
-
-def windows_of(x, window):
-    """(windows (n, window) float32, weights (n,)): non-overlapping windows of a 1-D waveform, the last
-    zero-padded; weights are each window's share of real samples (they sum to 1)."""
-    n = max(1, -(-len(x) // window))
-    padded = np.zeros(n * window, dtype=np.float32)
-    padded[: len(x)] = x
-    real = np.clip(len(x) - window * np.arange(n), 0, window).astype(np.float64)
-    return padded.reshape(n, window), real / real.sum()
-
-
-def load_windows(path, sample_rate, clip_seconds):
-    """Decode + resample `path` (load_audio) and cut it into windows_of(…, clip_seconds)."""
-    return windows_of(load_audio(path, target_rate=sample_rate), int(round(clip_seconds * sample_rate)))
-
+# Window length
 
 def clip_seconds_of(payload):
     """The training clip length of a checkpoint: `clip_seconds` (top level or in its train_config),
@@ -95,58 +61,6 @@ def clip_seconds_of(payload):
 # ---------------------------------------------------------------------------------------------
 # Networks: a torch checkpoint or an ONNX Runtime session, both features (B, 1, F, T) → logits
 
-def sidecar_path(onnx_path):
-    """model.onnx → model.onnx.json (the full file name + .json: model.int8.onnx gets its own)."""
-    return Path(str(onnx_path) + ".json")
-
-
-def read_sidecar(onnx_path):
-    path = sidecar_path(onnx_path)
-    if not path.is_file():
-        raise TinyascError(f"{onnx_path}: missing sidecar {path.name} (`tinyasc export` writes it beside the model)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise TinyascError(f"{path}: not a readable sidecar ({str(e)[:200]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
-        raise TinyascError(f"{path}: not a tinyasc ONNX sidecar")
-    if meta.get("version", 0) > SIDECAR_VERSION:
-        raise TinyascError(f"{path}: sidecar version {meta['version']} is newer than this tinyasc")
-    return meta
-
-
-def ort_session(model, threads=None, device="cpu"):
-    """An ONNX Runtime session (path or bytes): all graph optimisations except QDQ propagation,
-    sequential execution, `threads` intra-op threads (None: one per core), no spin-waiting (the
-    decode threads need the cores).
-
-    QDQ propagation would move the int8 models' QuantizeLinear above each MaxPool, which then runs
-    on uint8 in NCHW with ORT's slow generic kernel (4 of 23 ms for bc_resnet_asc_8, see
-    benchmarks/inference.py); fp32 graphs have no QDQ nodes, so it changes nothing for them."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.inter_op_num_threads = 1
-    if threads:
-        so.intra_op_num_threads = threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise TinyascError("--device cuda: this onnxruntime has no CUDA execution provider")
-        providers.insert(0, "CUDAExecutionProvider")
-    source = str(model) if isinstance(model, (str, Path)) else model
-    try:
-        return ort.InferenceSession(source, so, providers=providers,
-                                    disabled_optimizers=["QDQPropagationTransformer"])
-    except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
-        name = model if isinstance(model, (str, Path)) else "ONNX model"
-        raise TinyascError(f"{name}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
-
-
 class TorchNet:
     """A checkpoint's network in eval mode on `device`."""
 
@@ -157,15 +71,6 @@ class TorchNet:
     def __call__(self, features):  # (B, 1, F, T) tensor → (B, K) numpy logits
         with torch.inference_mode():
             return self.model(features.to(self.device)).float().cpu().numpy()
-
-
-class OnnxNet:
-    def __init__(self, path, threads=None, device="cpu"):
-        self.session = ort_session(path, threads, device)
-
-    def __call__(self, features):
-        x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
-        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
 
 class Member:
@@ -179,8 +84,6 @@ class Member:
 def onnx_net_of(model, feature_cfg, threads=None, tolerance=1e-3):
     """A checkpoint's network as an in-memory ONNX Runtime session: on CPU it runs 3–4× faster than
     torch eager (benchmarks/inference.py). Checked against torch on a random input when built."""
-    from tinyasc.export import onnx_bytes  # lazily: export imports this module
-
     example = torch.randn(2, 1, feature_cfg.n_mels, 64, generator=torch.Generator().manual_seed(0))
     net = OnnxNet(onnx_bytes(model, example), threads)
     with torch.inference_mode():
@@ -341,3 +244,35 @@ def submission_header(classes):
 
 def submission_row(filename, probs, classes):
     return "\t".join([str(filename), classes[int(np.argmax(probs))], *(f"{p:.6f}" for p in probs)])
+
+
+def write_submission(classifier, files, out=None, *, batch_size=16, workers=None, progress=None, on_error=None):
+    """Classify `files` and write the DCASE Task 1 submission table (header + one row per good file) to
+    the path `out` (atomically, only after every file was tried) or to sys.stdout when `out` is None.
+    A bad file is skipped and passed to `on_error(message)` (default: printed to stderr). Returns
+    (rows written, failed messages). Torch runs one thread per op meanwhile: the `workers` threads
+    (default one per core) take chunks of files side by side, which keeps every core busy."""
+    from tinyasc.checkpoint import atomic_write
+
+    files = list(files)
+    workers = workers or os.cpu_count() or 1
+    on_error = on_error or (lambda message: print(f"tinyasc: skipped {message}", file=sys.stderr))
+    lines, failed = [submission_header(classifier.classes)], []
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        progress = len(files) >= 20 if progress is None else progress
+        for path, probs, error in classifier.predict_files(files, batch_size, workers, progress=progress):
+            if error:
+                failed.append(error)
+                on_error(error)
+            else:
+                lines.append(submission_row(path, probs, classifier.classes))
+    finally:
+        torch.set_num_threads(torch_threads)
+    text = "\n".join(lines) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+    return len(lines) - 1, failed

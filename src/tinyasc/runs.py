@@ -18,7 +18,6 @@ from tinyasc.models import build_model
 from tinyasc.train import Distributed, fit, resolve_device, write_json
 
 
-
 def load_split_features(root, split, exp, cache_dir=None, num_samples=None, progress=True):
     """{"features": memmap (N, F, T), "labels", "devices", "clips", "num_samples"} of one split."""
     clips = read_split(root, split)

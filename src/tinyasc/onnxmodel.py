@@ -1,0 +1,105 @@
+"""The ONNX model contract shared by `tinyasc export` (writer) and `tinyasc predict` (reader): tensor
+names, the graph export itself, the sidecar `model.onnx.json` (feature config, classes, clip length,
+source checkpoint hash) and the ONNX Runtime session settings. Imports torch/numpy only (and onnx /
+onnxruntime lazily), so export and predict both depend on it and not on each other."""
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tinyasc.errors import TinyascError
+
+# input (B, 1, F, T) log-mel features with dynamic batch and time axes; output (B, K) logits
+ONNX_INPUT, ONNX_OUTPUT = "features", "logits"
+OPSET = 17
+SIDECAR_FORMAT, SIDECAR_VERSION = "tinyasc-onnx", 1
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def onnx_bytes(model, example, fold_bn=True):
+    """The ONNX graph of eval-mode `model`: input `features` with dynamic batch and time axes.
+    fold_bn=False keeps every BatchNormalization (and every conv weight as it is in the state dict)."""
+    buffer = io.BytesIO()
+    # TrainingMode.EVAL runs the exporter's eval peephole pass, which folds Conv→BN; PRESERVE on an
+    # eval-mode model exports the same inference-mode graph without that pass.
+    mode = torch.onnx.TrainingMode.EVAL if fold_bn else torch.onnx.TrainingMode.PRESERVE
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, but needs no onnxscript
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model.eval(), (example,), buffer, dynamo=False, opset_version=OPSET, training=mode,
+                          input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], do_constant_folding=True,
+                          dynamic_axes={ONNX_INPUT: {0: "batch", 3: "frames"}, ONNX_OUTPUT: {0: "batch"}})
+    return buffer.getvalue()
+
+
+def sidecar_path(onnx_path):
+    """model.onnx → model.onnx.json (the full file name + .json: model.int8.onnx gets its own)."""
+    return Path(str(onnx_path) + ".json")
+
+
+def read_sidecar(onnx_path):
+    path = sidecar_path(onnx_path)
+    if not path.is_file():
+        raise TinyascError(f"{onnx_path}: missing sidecar {path.name} (`tinyasc export` writes it beside the model)")
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TinyascError(f"{path}: not a readable sidecar ({str(e)[:200]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
+        raise TinyascError(f"{path}: not a tinyasc ONNX sidecar")
+    if meta.get("version", 0) > SIDECAR_VERSION:
+        raise TinyascError(f"{path}: sidecar version {meta['version']} is newer than this tinyasc")
+    return meta
+
+
+def ort_session(model, threads=None, device="cpu"):
+    """An ONNX Runtime session (path or bytes): all graph optimisations except QDQ propagation,
+    sequential execution, `threads` intra-op threads (None: one per core), no spin-waiting (the
+    decode threads need the cores).
+
+    QDQ propagation would move the int8 models' QuantizeLinear above each MaxPool, which then runs
+    on uint8 in NCHW with ORT's slow generic kernel (4 of 23 ms for bc_resnet_asc_8, see
+    benchmarks/inference.py); fp32 graphs have no QDQ nodes, so it changes nothing for them."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.inter_op_num_threads = 1
+    if threads:
+        so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    providers = ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise TinyascError("--device cuda: this onnxruntime has no CUDA execution provider")
+        providers.insert(0, "CUDAExecutionProvider")
+    source = str(model) if isinstance(model, (str, Path)) else model
+    try:
+        return ort.InferenceSession(source, so, providers=providers,
+                                    disabled_optimizers=["QDQPropagationTransformer"])
+    except Exception as e:  # ORT raises its own Fail/InvalidProtobuf types
+        name = model if isinstance(model, (str, Path)) else "ONNX model"
+        raise TinyascError(f"{name}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+
+
+class OnnxNet:
+    """An ONNX graph (path or bytes) as a network: (B, 1, F, T) features → (B, K) numpy logits."""
+
+    def __init__(self, path, threads=None, device="cpu"):
+        self.session = ort_session(path, threads, device)
+
+    def __call__(self, features):
+        x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
+        return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]
