@@ -264,3 +264,22 @@ def test_a_killed_build_leaves_no_workers_and_its_temporary_is_cleaned(tmp_path,
         cache = build(root, clips)
     assert "interrupted feature-cache build" in caplog.text
     assert cache_files(cache_dir) == sorted([cache.path.name, cache.path.with_suffix(".json").name])
+
+
+def test_training_with_a_very_short_first_clip_keeps_the_datasets_length(small_benchmark, tmp_path):
+    import shutil
+
+    from tinyasc.checkpoint import read_checkpoint
+    from tinyasc.data.tau import read_split
+    from tinyasc.runs import run_training
+    from tinyasc.train import load_experiment
+
+    root = tmp_path / "bench"
+    shutil.copytree(small_benchmark, root, ignore=shutil.ignore_patterns(".tinyasc_cache"))
+    first = read_split(root, "train")[0].filename
+    soundfile.write(str(root / first), np.full(int(0.05 * 44100), 0.1), 44100)  # 0.05 s of 1 s clips
+    exp = load_experiment(None, ["train.epochs=1", "train.batch_size=16", "train.warmup_epochs=0.5",
+                                 "train.extract_workers=0"], base={"model": {"preset": "bc_resnet_asc_1"}})
+    results = run_training(exp, root, tmp_path / "run", progress=False)
+    assert results["last_epoch"] == 1 and np.isfinite(results["last"]["log_loss"])
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["clip_samples"] == 16000
