@@ -124,8 +124,8 @@ def chunk_digests(path, dtype, chunk_bytes=None, threads=VERIFY_THREADS):
         data = os.pread(fd, min(chunk_bytes, size - start), start)
         skip = max(0, offset - start)  # the first chunk starts with the .npy header
         values = np.frombuffer(data, dtype=dtype, offset=skip) if len(data) > skip else np.zeros(0, dtype)
-        bad = np.flatnonzero(~np.isfinite(values))
-        first_bad = None if not len(bad) else (start + skip - offset) // dtype.itemsize + int(bad[0])
+        finite = np.isfinite(values)
+        first_bad = None if finite.all() else (start + skip - offset) // dtype.itemsize + int(np.argmin(finite))
         return hashlib.sha256(data).hexdigest(), first_bad
 
     try:
@@ -139,8 +139,7 @@ def chunk_digests(path, dtype, chunk_bytes=None, threads=VERIFY_THREADS):
 
 def _verify(array_path, manifest, shape):
     """None if every chunk matches the manifest and every value is finite, else why not."""
-    st = array_path.stat()
-    stamp = (str(array_path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, manifest["chunks"][0])
+    stamp = _stamp(array_path, manifest)
     if stamp in _verified:
         return None
     digests, first_bad = chunk_digests(array_path, manifest["dtype"], manifest["chunk_bytes"])
@@ -316,6 +315,7 @@ class FeatureCache:
 
 
 def _stamp(array_path, manifest):
+    """What must not change for a cache checked earlier in this process to count as checked."""
     st = array_path.stat()
     return (str(array_path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, manifest["chunks"][0])
 
