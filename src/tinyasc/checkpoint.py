@@ -1,8 +1,6 @@
 """Self-describing checkpoints: the model's architecture + config, the feature config and class list
 travel with the weights, so a checkpoint is all `tinyasc evaluate`/`predict` need. Writes are atomic."""
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -10,23 +8,10 @@ import torch
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
 from tinyasc.models import build_model
+from tinyasc.paths import atomic_write  # noqa: F401 (the one home of atomic writes; re-exported)
 
 FORMAT = "tinyasc-checkpoint"
 VERSION = 1
-
-
-def atomic_write(path, write):
-    """Call write(tmp_path) on a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=None, **extra):
