@@ -77,7 +77,8 @@ def cmd_synth(args):
     from tinyasc.data.synthetic import generate
 
     summary = generate(args.out, seed=args.seed, scale=args.scale, clip_seconds=args.clip_seconds,
-                       sample_rate=args.sample_rate, workers=args.workers, progress=not args.quiet)
+                       sample_rate=args.sample_rate, workers=args.workers, progress=not args.quiet,
+                       layout=args.layout, snippet_seconds=args.snippet_seconds)
     print(json.dumps(summary, indent=2) if args.json else f"wrote {args.out}")
     return 0
 
@@ -260,7 +261,11 @@ def build_parser():
     p.add_argument("out", help="output folder (new or empty)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", default="default", help="'small' (tests) or 'default' (demo)")
-    p.add_argument("--clip-seconds", type=float, default=None, help="clip length (default: the scale's)")
+    p.add_argument("--clip-seconds", type=float, default=None, help="clip length (default: the scale's); with "
+                   "--layout tau2022 the length of each segment before it is cut into snippets (default 10 s)")
+    p.add_argument("--layout", choices=["tau2020", "tau2022"], default="tau2020",
+                   help="tau2022: 1 s snippets of each segment + nested split5 … split100 training subsets")
+    p.add_argument("--snippet-seconds", type=float, default=1.0, help="snippet length of the tau2022 layout")
     p.add_argument("--sample-rate", type=int, default=44100)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -26,6 +26,8 @@ CITIES = ("amsterdam", "barcelona", "helsinki", "lisbon", "london", "lyon", "mad
           "prague", "stockholm", "vienna")
 MARKER = "tinyasc_synthetic.json"  # names a folder as ours, so a re-run may overwrite it
 FORMAT_VERSION = 1
+LAYOUTS = ("tau2020", "tau2022")
+SUBSET_PERCENTS = (5, 10, 25, 50, 100)  # DCASE 2024 training subsets split5.csv … split100.csv
 
 # Per scene: train locations × segments each, evaluate locations × segments each (locations never
 # shared between splits); `parallel` = train clips of each of B, C, S1–S3, spread over the scenes.
@@ -168,7 +170,7 @@ SIMULATED_RANGES = dict(tilt=(-1.5, 1.5), lowcut=(80, 400), highcut=(4000, 12000
                         threshold=(-40, -25), ratio=(2, 5), attack=(0.003, 0.02), release=(0.05, 0.3))
 
 # RNG stream tags: every random draw comes from SeedSequence([seed, tag, id, ...]), never global state.
-_PLAN, _CITY, _LOCATION, _SEGMENT, _CLIP = range(5)
+_PLAN, _CITY, _LOCATION, _SEGMENT, _CLIP, _SUBSETS = range(6)
 _PRE, _POST = 0.5, 0.2  # s rendered before/after the clip: reverb build-up, B/C time offsets
 _CONTROL_RATE = 100  # Hz, for slow envelopes (syllables, engine rpm, traffic swell)
 
@@ -275,8 +277,11 @@ class Segment:
     split: str
     devices: tuple
 
-    def filename(self, device):
-        return f"audio/{self.scene}-{self.city}-{self.location}-{self.segment}-{device}.wav"
+    def filename(self, device, snippet=None):
+        """TAU 2020: audio/scene-city-location-segment-device.wav; TAU 2022 adds the 1 s snippet's
+        index before the device: audio/scene-city-location-segment-snippet-device.wav."""
+        part = "" if snippet is None else f"-{snippet}"
+        return f"audio/{self.scene}-{self.city}-{self.location}-{self.segment}{part}-{device}.wav"
 
 
 def _location_model(seed, seg):
@@ -416,7 +421,7 @@ def _write_wav(path, samples, rate):
 
 def _render_segment(task):
     """Render one segment and write its clip for every device it has; returns (segment, [(device, bytes)])."""
-    seg, seed, seconds, rate, out = task
+    seg, seed, seconds, rate, out, snippets = task
     n, pre, post = round(seconds * rate), round(_PRE * rate), round(_POST * rate)
     field = _scene_audio(seed, seg, pre + n + post, rate)
     reference, written = None, []
@@ -429,7 +434,11 @@ def _render_segment(task):
             samples = _quantize(_record(reference / 32768.0, rate, model, rng))
         if device == "a":
             reference = samples.astype(np.float64)
-        written.append((device, _write_wav(Path(out) / seg.filename(device), samples, rate)))
+        if snippets:  # TAU 2022: the segment cut into `snippets` equal, non-overlapping files
+            for k, piece in enumerate(np.split(samples[:len(samples) // snippets * snippets], snippets)):
+                written.append((device, _write_wav(Path(out) / seg.filename(device, k), piece, rate)))
+        else:
+            written.append((device, _write_wav(Path(out) / seg.filename(device), samples, rate)))
     return seg, written
 
 
@@ -459,6 +468,41 @@ def plan(seed=0, scale="default"):
     return [Segment(*r[:5], tuple(d for d in DEVICES if d in r[5])) for r in rows]
 
 
+def train_subsets(train_clips, seed, percents=SUBSET_PERCENTS):
+    """{percent: [(filename, scene)]}: nested, class-balanced training subsets made of whole segments,
+    as the DCASE 2024 organisers built split5 … split100. Per scene, the segments (a segment = all its
+    snippets on all its devices) are put in one order and every subset takes the shortest prefix that
+    holds `percent` % of that scene's snippets: subsets are nested (prefixes), each scene keeps its share
+    (class balance) and no segment is ever split. The order interleaves segments by device set (each
+    group's i-th segment at (i + u) / group size, u random), so every prefix keeps the device mix."""
+    rng = _rng(seed, _SUBSETS)
+    by_scene = {}
+    for name, seg, _ in sorted(train_clips):
+        by_scene.setdefault(seg.scene, {}).setdefault(seg.segment, (seg, []))[1].append(name)
+    subsets = {p: [] for p in percents}
+    for scene in SCENES:
+        segments = list(by_scene.get(scene, {}).values())
+        groups = {}
+        for seg, names in segments:
+            groups.setdefault(seg.devices, []).append((seg, names))
+        keyed = []
+        for devices in sorted(groups):
+            group = groups[devices]
+            order, u = rng.permutation(len(group)), rng.uniform()
+            keyed += [((i + u) / len(group), group[j][0].segment, group[j][1]) for i, j in enumerate(order)]
+        keyed.sort(key=lambda k: k[:2])
+        total = sum(len(names) for _, _, names in keyed)
+        for p in percents:
+            taken, chosen = 0, []
+            for _, _, names in keyed:
+                if taken >= total * p / 100:
+                    break
+                chosen += names
+                taken += len(names)
+            subsets[p] += [(name, scene) for name in sorted(chosen)]
+    return subsets
+
+
 def _check_out_dir(out):
     """Previous benchmark marker (or None) of `out`; refuse a non-empty folder that is not ours."""
     if out.exists() and not out.is_dir():
@@ -479,17 +523,32 @@ def _write_text(path, text):
     return path.stat().st_size
 
 
-def generate(out_dir, *, seed=0, scale="default", clip_seconds=None, sample_rate=44100, workers=2, progress=True):
+def generate(out_dir, *, seed=0, scale="default", clip_seconds=None, sample_rate=44100, workers=2, progress=True,
+             layout="tau2020", snippet_seconds=1.0):
     """Write the benchmark to `out_dir` in the TAU 2020 Mobile development layout; returns a summary.
 
     clip_seconds=None takes the scale's length (small 1 s, default 2 s). The same arguments give
     byte-identical files for any `workers`: every random draw is keyed by (seed, location or
     segment id, device). Only our own files are ever overwritten or removed.
+
+    layout="tau2022" writes the TAU 2022 Mobile layout instead: each segment (clip_seconds long,
+    default 10 s as in TAU) is cut into `snippet_seconds` snippets (1 s) whose index stands before the
+    device in the name, and evaluation_setup/ gets the nested split5 … split100 training subsets
+    (see `train_subsets`). The train/evaluate split stays at the segment and location level.
     """
     start_time = time.perf_counter()
-    seconds = float(clip_seconds if clip_seconds is not None else SCALES.get(scale, {}).get("clip_seconds", 2.0))
+    if layout not in LAYOUTS:
+        raise TinyascError(f"unknown layout {layout!r} (expected one of {', '.join(LAYOUTS)})")
+    default_seconds = 10.0 if layout == "tau2022" else SCALES.get(scale, {}).get("clip_seconds", 2.0)
+    seconds = float(clip_seconds if clip_seconds is not None else default_seconds)
     if not 0 < seconds <= 60:
         raise TinyascError(f"clip_seconds must be in (0, 60], got {seconds}")
+    snippets = 0
+    if layout == "tau2022":
+        snippets = round(seconds / snippet_seconds) if snippet_seconds > 0 else 0
+        if snippets < 1 or abs(snippets * snippet_seconds - seconds) > 1e-9:
+            raise TinyascError(f"the tau2022 layout cuts each {seconds:g} s segment into {snippet_seconds:g} s "
+                               "snippets: clip_seconds must be a positive multiple of snippet_seconds")
     if int(sample_rate) != sample_rate or not 8000 <= sample_rate <= 192000:
         raise TinyascError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {sample_rate}")
     if int(workers) != workers or workers < 1:
@@ -500,7 +559,8 @@ def generate(out_dir, *, seed=0, scale="default", clip_seconds=None, sample_rate
     segments = plan(seed, scale)
     out = Path(out_dir)
     previous = _check_out_dir(out)
-    clips = sorted((seg.filename(d), seg, d) for seg in segments for d in seg.devices)
+    pieces = range(snippets) if snippets else [None]
+    clips = sorted((seg.filename(d, k), seg, d) for seg in segments for d in seg.devices for k in pieces)
     names = {name for name, _, _ in clips}
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / "evaluation_setup").mkdir(exist_ok=True)
@@ -511,11 +571,12 @@ def generate(out_dir, *, seed=0, scale="default", clip_seconds=None, sample_rate
         for folder in (out, out / "audio", out / "evaluation_setup"):
             for tmp in folder.glob(".*.part"):  # left by an interrupted run
                 tmp.unlink()
-    marker = dict(generator="tinyasc.data.synthetic", version=FORMAT_VERSION, seed=seed, scale=scale,
-                  clip_seconds=seconds, sample_rate=sample_rate, complete=False, files=sorted(names))
+    marker = dict(generator="tinyasc.data.synthetic", version=FORMAT_VERSION, seed=seed, scale=scale, layout=layout,
+                  clip_seconds=seconds / max(1, snippets), segment_seconds=seconds, sample_rate=sample_rate,
+                  complete=False, files=sorted(names))
     _write_text(out / MARKER, json.dumps(marker, indent=1) + "\n")
 
-    tasks = [(seg, seed, seconds, sample_rate, str(out)) for seg in segments]
+    tasks = [(seg, seed, seconds, sample_rate, str(out), snippets) for seg in segments]
     nbytes, counts = 0, {split: dict.fromkeys(DEVICES, 0) for split in ("train", "evaluate")}
     with tqdm(total=len(clips), unit="clip", desc="synth", disable=not progress) as bar:
         pool = get_context("spawn").Pool(workers) if workers > 1 else None  # spawn: no forked torch/OpenMP state
@@ -542,6 +603,11 @@ def generate(out_dir, *, seed=0, scale="default", clip_seconds=None, sample_rate
     nbytes += _write_text(setup / "fold1_evaluate.csv", table(("filename", "scene_label"), evaluate))
     nbytes += _write_text(setup / "fold1_test.csv", table(("filename",), [(name,) for name, _ in evaluate]))
     nbytes += _write_text(out / "meta.csv", table(("filename", "scene_label", "identifier", "source_label"), meta))
+    if layout == "tau2022":
+        train_clips = [(name, seg, d) for name, seg, d in clips if seg.split == "train"]
+        for percent, subset in train_subsets(train_clips, seed).items():
+            nbytes += _write_text(setup / f"split{percent}.csv", table(("filename", "scene_label"), subset))
     nbytes += _write_text(out / MARKER, json.dumps(dict(marker, complete=True), indent=1) + "\n")
-    return dict(out_dir=str(out), seed=seed, scale=scale, clip_seconds=seconds, sample_rate=sample_rate,
+    return dict(out_dir=str(out), seed=seed, scale=scale, layout=layout, clip_seconds=seconds / max(1, snippets),
+                segment_seconds=seconds, sample_rate=sample_rate,
                 clips=len(clips), counts=counts, bytes=nbytes, seconds=round(time.perf_counter() - start_time, 2))

@@ -140,6 +140,51 @@ def read_split(root, split, check_audio=True):
     return clips
 
 
+def subset_path(root, name):
+    """The file of a training subset: 'split25' (or 'split25.csv') under evaluation_setup/ or
+    split_setup/ (where the DCASE 2024 baseline keeps them), else `name` as a path."""
+    stem = name[:-4] if name.endswith(".csv") else name
+    for folder in ("evaluation_setup", "split_setup"):
+        if (Path(root) / folder / f"{stem}.csv").is_file():
+            return Path(root) / folder / f"{stem}.csv"
+    if Path(name).is_file():
+        return Path(name)
+    raise DatasetError(f"training subset {name!r}: no {stem}.csv in {Path(root) / 'evaluation_setup'} "
+                       f"or {Path(root) / 'split_setup'}, and no such file")
+
+
+def read_train_subset(root, name, check_audio=True):
+    """Clips of a training subset (DCASE 2024: split5 … split100, a `filename<TAB>scene_label` list).
+    Every listed file must be a clip of the train split with the same label, so a subset can never
+    leak evaluation clips into training."""
+    train = {c.filename: c for c in read_split(root, "train", check_audio=False)}
+    path = subset_path(root, name)
+    clips, seen = [], set()
+    for number, (filename, scene) in _read_table(path, SPLIT_HEADERS["train"]):
+        if filename in seen:
+            raise DatasetError(f"{path}: line {number}: {filename!r} is listed twice")
+        seen.add(filename)
+        if filename not in train:
+            raise DatasetError(f"{path}: line {number}: {filename!r} is not in the train split "
+                               f"({SPLIT_FILES['train']})")
+        if SCENES[train[filename].label] != scene:
+            raise DatasetError(f"{path}: line {number}: {filename!r} is labelled {scene!r} here but "
+                               f"{SCENES[train[filename].label]!r} in {SPLIT_FILES['train']}")
+        clips.append(train[filename])
+    if not clips:
+        raise DatasetError(f"{path}: lists no clips")
+    if check_audio:
+        check_audio_present(root, clips, source=path.name)
+    return clips
+
+
+def segment_of(filename):
+    """The 10 s recording a clip comes from: TAU 2022's 'audio/bus-lyon-1-2-7-s4.wav' → 'bus-lyon-1-2'
+    (snippet index and device dropped); a TAU 2020 name minus its device."""
+    parts = Path(filename).stem.split("-")
+    return "-".join(parts[:4])
+
+
 def count_clips(root, splits=SPLITS, check_audio=True):
     """{split: Counter{(device, scene or 'unlabelled'): clips}} for a `data-info` summary."""
     table = {}
