@@ -15,6 +15,7 @@ LEVELS = {
     # leaves: torch / numpy / the standard library, plus errors
     "audio": 1, "augment": 1, "complexity": 1, "features": 1, "models.norm": 1, "evaluate": 1,
     "data.synthetic": 1, "compress.prune": 1, "onnxmodel": 1, "paths": 1, "lock": 1,
+    "submission": 2,
     "models.bc_resnet": 2, "data.tau": 2, "compress.distill": 2,
     "models.baselines": 3, "data.cache": 3,
     "models": 4,  # the registry

@@ -242,6 +242,57 @@ def cmd_predict(args):
     return 1 if failed else 0
 
 
+def cmd_submission(args):
+    import numpy as np
+
+    from tinyasc.submission import meta, output_table, write_package
+
+    predictions = {}
+    for spec in args.predictions:  # FILE or SUBSET=FILE (2024: one output per training subset)
+        subset, _, path = spec.rpartition("=")
+        try:
+            rows = [line.split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines() if line]
+        except (OSError, UnicodeDecodeError) as e:
+            raise TinyascError(f"--predictions {path}: cannot read ({e})") from None
+        if not rows or rows[0][:2] != ["filename", "scene_label"] or any(len(r) != len(rows[0]) for r in rows):
+            raise TinyascError(f"--predictions {path}: not a `tinyasc predict` table (filename, scene_label, classes)")
+        try:
+            probs = np.array([[float(v) for v in r[2:]] for r in rows[1:]])
+        except ValueError:
+            raise TinyascError(f"--predictions {path}: a probability is not a number") from None
+        if subset and not subset.isdigit():
+            raise TinyascError(f"--predictions {spec}: expected FILE or SUBSET=FILE with SUBSET one of 5 10 25 50 100")
+        predictions[int(subset) if subset else None] = output_table([r[0] for r in rows[1:]], probs, rows[0][2:])
+    results = None
+    if args.metrics:
+        try:
+            results = json.loads(Path(args.metrics).read_text())
+        except (OSError, ValueError) as e:
+            raise TinyascError(f"--metrics {args.metrics}: not a readable metrics.json ({e})") from None
+    complexity = None
+    if args.model:
+        from tinyasc.complexity import count_macs, count_params, size_bytes
+
+        _, model, feature_cfg, _ = _load_target(args.model)
+        frames = feature_cfg.num_frames(feature_cfg.sample_rate)  # MACs per 1 s clip, as the 2022+ rules
+        params = count_params(model)
+        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+        complexity = {"total_model_size": int(size_bytes(model)), "total_parameters": params,
+                      "total_parameters_non_zero": nonzero,
+                      "macs": int(count_macs(model, (1, 1, feature_cfg.n_mels, frames)))}
+    authors = []
+    for i, spec in enumerate(args.author):
+        parts = [p.strip() for p in spec.split(",")]
+        if len(parts) != 4:
+            raise TinyascError(f"--author {spec!r}: expected 'LASTNAME,FIRSTNAME,EMAIL,AFFILIATION'")
+        authors.append(dict(zip(("lastname", "firstname", "email", "affiliation"), parts), **({"corresponding": True} if i == 0 else {})))
+    m = meta(args.label, name=args.name, abbreviation=args.abbreviation, authors=authors, results=results,
+             complexity=complexity)
+    for path in write_package(args.out, args.label, predictions, m, force=args.force):
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinyasc", description="Low-complexity, device-robust acoustic scene "
                                      "classification (BC-ResNet-ASC + Residual Normalization).")
@@ -358,6 +409,21 @@ def build_parser():
     p.add_argument("--out", required=True, help="model.onnx; the sidecar is written as model.onnx.json")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("submission", help="DCASE 2024/2025 Task 1 submission files (LABEL.output.csv + LABEL.meta.yaml)")
+    p.add_argument("--label", required=True, help="submission label LASTNAME_INSTITUTE_task1_N (N = 1…4)")
+    p.add_argument("--predictions", required=True, action="append", metavar="[SUBSET=]FILE",
+                   help="a `tinyasc predict` table of the evaluation set; SUBSET=FILE (5, 10, 25, 50, 100) writes "
+                   "LABEL.output.split_SUBSET.csv (2024); repeat per subset")
+    p.add_argument("--metrics", help="`tinyasc evaluate --out` metrics.json of the development test split")
+    p.add_argument("--model", help="the checkpoint, for the complexity block (parameters, size, MACs per 1 s)")
+    p.add_argument("--name", required=True, help="system name")
+    p.add_argument("--abbreviation", required=True, help="system abbreviation (≤ 10 characters)")
+    p.add_argument("--author", required=True, action="append", metavar="LAST,FIRST,EMAIL,AFFILIATION",
+                   help="repeat per author; the first is the corresponding author")
+    p.add_argument("--out", default="submission", help="folder; files go to OUT/LABEL/")
+    p.add_argument("--force", action="store_true", help="overwrite existing submission files")
+    p.set_defaults(func=cmd_submission)
 
     p = sub.add_parser("predict", help="DCASE Task 1 submission table (TSV) for audio files")
     p.add_argument("paths", nargs="+", metavar="PATH", help="MODEL... INPUT...: one or more models (.pt/.pth/.ckpt "
