@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from tinyasc.errors import TinyascError
-from tinyasc.evaluate import DEVICE_GROUPS, DEVICE_ORDER
+from tinyasc.dcase import DEVICE_GROUPS, DEVICES
 
-COLUMNS = [d.upper() for d in DEVICE_ORDER] + ["Overall", "real", "seen", "unseen"]
+COLUMNS = [d.upper() for d in DEVICES] + ["Overall", "real", "seen", "unseen"]
 
 
 def load_run(run_dir):
@@ -28,7 +28,7 @@ def load_run(run_dir):
 
 def columns_of(m):
     """Accuracy (%) per Table 3 column of one metrics dict; NaN where a device is absent."""
-    values = [m["per_device"].get(d, {}).get("accuracy", np.nan) for d in DEVICE_ORDER]
+    values = [m["per_device"].get(d, {}).get("accuracy", np.nan) for d in DEVICES]
     values.append(m["accuracy"])
     values += [m["per_group"].get(g, {}).get("accuracy", np.nan) for g in DEVICE_GROUPS]
     return 100 * np.array(values, dtype=float)
@@ -138,10 +138,10 @@ def plot_devices(named_metrics, path, title="accuracy per device"):
 
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(named_metrics))
-    x = np.arange(len(DEVICE_ORDER) + 1)
+    x = np.arange(len(DEVICES) + 1)
     for k, (name, m) in enumerate(named_metrics):
         ax.bar(x + (k - (len(named_metrics) - 1) / 2) * width, columns_of(m)[: len(x)], width, label=name)
-    ax.set_xticks(x, [d.upper() for d in DEVICE_ORDER] + ["Overall"])
+    ax.set_xticks(x, [d.upper() for d in DEVICES] + ["Overall"])
     ax.axvspan(5.5, 8.5, color="grey", alpha=0.12, label="unseen devices")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)
