@@ -15,7 +15,7 @@ def config_from_dict(cls, d, what=None):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - names)
     if unknown:
-        raise TinyascError(f"unknown {what} field(s) {unknown}; known: {sorted(names)}")
+        raise TinyascError(f"unknown {what} field(s) {unknown} (unknown fields; known: {sorted(names)})")
     for f in dataclasses.fields(cls):
         if f.name not in d:
             continue

@@ -1,6 +1,5 @@
 """Model registry: architectures (class + frozen config) and named presets (a plain dict, no decorators)."""
-import dataclasses
-
+from tinyasc.config import config_from_dict  # noqa: F401 (re-exported: the one config parser)
 from tinyasc.errors import TinyascError
 from tinyasc.models.baselines import CPResNet, CPResNetConfig, OriginalBCResNet, OriginalBCResNetConfig
 from tinyasc.models.bc_resnet import BCResNet, BCResNetConfig
@@ -24,22 +23,6 @@ MODELS = {
 
 def list_models():
     return sorted(MODELS)
-
-
-def config_from_dict(cls, d):
-    """Build a frozen config dataclass from a plain dict (JSON lists become tuples)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise TinyascError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
-    for f in dataclasses.fields(cls):  # a number field given a word (e.g. --set train.epochs=abc)
-        if f.name in d and isinstance(f.default, (int, float)) and not isinstance(f.default, bool) \
-                and not isinstance(d[f.name], (int, float)):
-            raise TinyascError(f"bad {cls.__name__}: {f.name} must be a number, not {d[f.name]!r}")
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-    except (TypeError, ValueError) as e:
-        raise TinyascError(f"bad {cls.__name__}: {e}") from None
 
 
 def model_config(name, **overrides):
