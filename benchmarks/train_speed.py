@@ -115,7 +115,7 @@ def epoch_times(data, old_src, rounds, config, sets, out):
                 env["PYTHONPATH"] = old_src if name == "old" else str(ROOT / "src")
                 run = tmp / f"{name}{r}"
                 cmd = [sys.executable, "-m", "tinyasc", "train", "--config", config, "--data", data, "--quiet",
-                       "--cache-dir", str(tmp / "cache"), *sum((["--set", s] for s in sets), []), str(run)]
+                       "--cache-dir", str(tmp / "cache"), *sum((["--set", s] for s in sets), []), "--out", str(run)]
                 subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=ROOT)
                 rec = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
                 if r:
