@@ -1,7 +1,7 @@
 """Per-clip LogMel time by chunk size and no-grad evaluation time by batch size, 1 thread, in the process's
 allocator. Run under each: for a in system tcmalloc; do TINYASC_ALLOCATOR=$a PYTHONPATH=src python -c
 "from tinyasc.system import setup; setup(); exec(open('benchmarks/train_speed_micro.py').read())"; done"""
-import time, json, sys, torch
+import time, json, torch
 from tinyasc.features import LogMel
 from tinyasc.models import create_model
 from tinyasc.system import allocator

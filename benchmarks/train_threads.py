@@ -1,6 +1,6 @@
 """2 torch threads vs 1 while another process holds a core (a spinning process), OpenMP default vs passive
 waiting; paired over alternating rounds. python benchmarks/train_threads.py (after train_speed.py is importable)."""
-import json, os, statistics, subprocess, sys, time
+import json, os, statistics, subprocess, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_speed as t
 spin = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # another process holding a core
