@@ -11,6 +11,10 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
+	@# tcmalloc: tinyasc preloads it when present (2-3x faster CPU training); best effort, never required
+	-@ldconfig -p 2>/dev/null | grep -q libtcmalloc || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && apt-get install -y -qq libtcmalloc-minimal4 >/dev/null; } || \
+		echo "tinyasc: libtcmalloc-minimal4 not installed; falling back to glibc malloc settings"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"

@@ -15,6 +15,7 @@ LEVELS = {
     # leaves: torch / numpy / the standard library, plus errors
     "audio": 1, "augment": 1, "complexity": 1, "features": 1, "models.norm": 1, "evaluate": 1,
     "data.synthetic": 1, "compress.prune": 1, "onnxmodel": 1, "paths": 1, "lock": 1, "config": 1, "rundir": 0,
+    "system": 1,
     "submission": 2,
     "models.bc_resnet": 2, "data.tau": 2, "compress.distill": 2,
     "models.baselines": 3, "data.cache": 3,
@@ -27,7 +28,7 @@ LEVELS = {
     "__main__": 10, "tinyasc": 10,  # `python -m tinyasc`; the package exposes tinyasc.load lazily
 }
 LEAVES = {"audio", "features", "augment", "complexity", "models.norm", "errors", "onnxmodel", "paths", "lock",
-          "config", "dcase", "rundir"}
+          "config", "dcase", "rundir", "system"}
 FORBIDDEN = {
     "models": ("tinyasc.data", "tinyasc.train", "tinyasc.compress", "tinyasc.evaluate", "tinyasc.export"),
     "data": ("tinyasc.models", "tinyasc.train", "tinyasc.compress", "tinyasc.evaluate"),

@@ -71,3 +71,21 @@ def test_global_freq_norm_fits_training_statistics():
     restored = GlobalFreqNorm(16)
     restored.load_state_dict(norm.state_dict())  # statistics travel in the checkpoint
     assert torch.equal(restored(data[0]), norm(data[0])) and bool(restored.fitted)
+
+
+def test_fused_freq_in_matches_eq_1_2_values_and_gradients_to_1e5():
+    torch.manual_seed(0)
+    norm = FreqIN()
+    for shape in [(3, 10, 256, 67), (2, 7, 16, 5)]:
+        for channels_last in (False, True):
+            x = (torch.randn(*shape) * 3 + 1).requires_grad_()
+            xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            y_ref = norm.reference_forward(xin)
+            y = norm(xin)
+            assert y.shape == y_ref.shape
+            torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-5)
+            w = torch.randn(shape)
+            (g_ref,) = torch.autograd.grad((y_ref * w).sum(), x)
+            (g,) = torch.autograd.grad((y * w).sum(), x)
+            torch.testing.assert_close(g, g_ref, rtol=0, atol=1e-5)
+    assert norm.state_dict() == {} and list(norm.parameters()) == []

@@ -30,6 +30,10 @@ def _load_target(target):
 def cmd_info(args):
     from tinyasc.complexity import complexity, size_report
 
+    if args.system:
+        return _print_system(args.json)
+    if args.target is None:
+        raise TinyascError("info needs a model name or checkpoint (or --system)")
     label, model, feature_cfg, payload = _load_target(args.target)
     frames = feature_cfg.num_frames(int(args.seconds * feature_cfg.sample_rate))
     info = complexity(model, (1, 1, feature_cfg.n_mels, frames))
@@ -97,6 +101,19 @@ def _experiment(args):
     if getattr(args, "seed", None) is not None:
         sets.append(f"train.seed={args.seed}")
     return load_experiment(args.config, sets, base=None if args.config else {"model": {"preset": "bc_resnet_asc_1"}})
+
+
+def _print_system(as_json):
+    from tinyasc.system import describe, worker_describe
+
+    info = describe()
+    info["worker_allocator"] = worker_describe()["allocator"]  # what a spawned extraction worker runs with
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    for key, value in info.items():
+        print(f"{key:22s} {' '.join(value) if isinstance(value, list) else value}")
+    return 0
 
 
 def cmd_train(args):
@@ -299,8 +316,10 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="parameters, size, MACs and receptive field of a model or checkpoint")
-    p.add_argument("target", help="a model name (see `tinyasc models`) or a checkpoint file")
+    p.add_argument("target", nargs="?", help="a model name (see `tinyasc models`) or a checkpoint file")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--system", action="store_true", help="the process settings instead: allocator, threads, "
+                   "OpenMP wait policy, torch version, CPU ISA flags")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length for MACs (default 10 s)")
     p.add_argument("--layers", action="store_true", help="per-tensor size breakdown")
     p.set_defaults(func=cmd_info)
@@ -440,6 +459,13 @@ def build_parser():
 
 
 def main(argv=None):
+    from tinyasc.system import setup
+
+    try:
+        setup(reexec=argv is None)  # before torch loads; from the command line, re-exec once with tcmalloc
+    except TinyascError as e:
+        print(f"tinyasc: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

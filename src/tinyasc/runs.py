@@ -63,6 +63,9 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     check_dataset(data_root)  # before the run dir exists: a typo in --data must not leave a run behind
     if ctx_rank == 0:
         prepare_run_dir(run_dir, exp, resume, force)
+        from tinyasc.system import describe
+
+        write_json(Path(run_dir) / "system.json", describe())  # allocator, threads, torch, CPU: speed context
     if world > 1:
         Distributed(resolve_device(exp.train.device, int(os.environ.get("LOCAL_RANK", "0")))).barrier()
     # rank 0 builds the caches first; the others then find them complete and reuse them
@@ -97,7 +100,7 @@ def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True):
     return runs
 
 
-def evaluate_checkpoints(paths, data_root, split="evaluate", cache_dir=None, progress=True, batch_size=128):
+def evaluate_checkpoints(paths, data_root, split="evaluate", cache_dir=None, progress=True, batch_size=32):
     """Metrics of one checkpoint, or of the ensemble of several (averaged probabilities), on a split."""
     clips = read_split(data_root, split)
     if any(c.label < 0 for c in clips):

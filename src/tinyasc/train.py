@@ -26,6 +26,11 @@ from tinyasc.models import config_from_dict, model_config
 from tinyasc.models.norm import GlobalFreqNorm
 
 
+# evaluation batch: per clip, no-grad BC-ResNet on CPU is fastest in small batches (32 clips: 17 vs 33 ms
+# per 10 s clip at c = 10 with batches of 128; benchmarks/results/train_speed.txt)
+EVAL_BATCH = 32
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     # optimiser and schedule (§3.1): SGD, momentum 0.9, weight decay 1e-3, batch 64, lr 0 → 0.06 over
@@ -44,8 +49,8 @@ class TrainConfig:
     # machinery
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda"
-    amp: str = "off"  # mixed precision on CUDA: "off", "bf16", "fp16"
-    channels_last: bool = True  # NHWC convolutions: ~25% faster on CPU in a prototype
+    amp: str = "off"  # mixed precision: "off", "bf16" (CUDA, or CPU autocast), "fp16" (CUDA only)
+    channels_last: bool = False  # NHWC: neutral at c = 10, slower at c = 80 once the allocator is fixed (issue 15)
     cache_dtype: str = "float32"  # feature cache storage ("float16" halves disk/memory for real TAU)
     extract_workers: int = 2  # processes for feature extraction
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
@@ -266,10 +271,10 @@ def fit(model, arch, train_data, eval_data, exp, run_dir, *, resume=False, loss_
     roll_frames = seconds_to_frames(cfg.roll_seconds, exp.features)
     per_rank_batch = max(2, cfg.batch_size // ctx.world)
     train_batches = FeatureBatches(train_data["features"], train_data["labels"], per_rank_batch, drop_last=True)
-    eval_batches = FeatureBatches(eval_data["features"], eval_data["labels"], max(per_rank_batch, 128), drop_last=False)
+    eval_batches = FeatureBatches(eval_data["features"], eval_data["labels"], EVAL_BATCH, drop_last=False)
     n_train = len(train_data["labels"])
     steps_per_epoch = max(1, (n_train // ctx.world) // per_rank_batch)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else None}.get(cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     start_epoch, best = 0, {"accuracy": -1.0, "epoch": 0}
