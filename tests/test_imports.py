@@ -14,7 +14,7 @@ LEVELS = {
     "errors": 0, "data": 0, "compress": 0, "dcase": 0,  # the package __init__s of data/ and compress/ are empty
     # leaves: torch / numpy / the standard library, plus errors
     "audio": 1, "augment": 1, "complexity": 1, "features": 1, "models.norm": 1, "evaluate": 1,
-    "data.synthetic": 1, "compress.prune": 1, "onnxmodel": 1, "paths": 1, "lock": 1, "config": 1, "rundir": 0,
+    "data.synthetic": 1, "compress.prune": 1, "onnxmodel": 1, "paths": 1, "lock": 1, "config": 0, "rundir": 0,
     "system": 1,
     "submission": 2,
     "models.bc_resnet": 2, "data.tau": 2, "compress.distill": 2,
