@@ -20,12 +20,13 @@ LEVELS = {
     "models.baselines": 4, "data.cache": 4,
     "models": 5,  # the registry
     "checkpoint": 6,
-    "compress.quantize": 7, "predict": 7, "train": 7, "report": 7,
+    "compress.quantize": 7, "predict": 7, "train": 7,
     "experiment": 8, "export": 8, "figure": 8,
-    "runs": 9,
-    "compress.pipeline": 10,
-    "cli": 11,
-    "__main__": 12, "tinyasc": 12,  # `python -m tinyasc`; the package exposes tinyasc.load lazily
+    "report": 9,
+    "runs": 10,
+    "compress.pipeline": 11,
+    "cli": 12,
+    "__main__": 13, "tinyasc": 13,  # `python -m tinyasc`; the package exposes tinyasc.load lazily
 }
 LEAVES = {"audio", "features", "augment", "complexity", "models.norm", "errors", "onnxmodel", "paths", "lock",
           "config", "dcase", "rundir", "system"}

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from tinyasc.errors import TinyascError
+from tinyasc.experiment import recipe_of
+from tinyasc.rundir import RunDir
 from tinyasc.dcase import DEVICE_GROUPS, DEVICES
 
 COLUMNS = [d.upper() for d in DEVICES] + ["Overall", "real", "seen", "unseen"]
@@ -15,14 +17,19 @@ COLUMNS = [d.upper() for d in DEVICES] + ["Overall", "real", "seen", "unseen"]
 
 def load_run(run_dir):
     """(config dict, results dict) of a finished run directory."""
-    run_dir = Path(run_dir)
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        results = json.loads((run_dir / "results.json").read_text())
-    except FileNotFoundError as e:
-        raise TinyascError(f"{run_dir}: not a finished run (missing {Path(e.filename).name})") from None
-    except json.JSONDecodeError as e:
-        raise TinyascError(f"{run_dir}: unreadable run files ({e})") from None
+    run = RunDir(run_dir)
+    loaded = []
+    for path in (run.config, run.results):
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise TinyascError(f"{run.path}: not a finished run (missing {path.name})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise TinyascError(f"{path}: unreadable ({e})") from None
+    config, results = loaded
+    for path, d, keys in ((run.config, config, ("name", "model", "train")), (run.results, results, ("last", "best"))):
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            raise TinyascError(f"{path}: not a tinyasc run file (needs {', '.join(keys)})")
     return config, results
 
 
@@ -44,12 +51,13 @@ def run_metrics(results, which):
 
 
 def config_digest(config):
-    """Short hash of a run's resolved config without its seed: runs with equal digests are seeds of
-    one experiment; a name reused with other settings (e.g. --set overrides) gets its own row."""
+    """Short hash of a run's recipe (runtime settings left out) without its seed: runs with equal digests
+    are seeds of one experiment; a name reused with other settings (e.g. --set overrides) gets its own row."""
     import hashlib
 
-    train = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "threads", "extract_workers")}
-    blob = json.dumps({**config, "train": train}, sort_keys=True).encode()
+    recipe = recipe_of(config)
+    recipe["train"].pop("seed", None)
+    blob = json.dumps(recipe, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:6]
 
 
@@ -94,7 +102,9 @@ def format_aggregate(table, title):
 
 
 def report(run_dirs):
-    """Markdown with both Table 3 variants, and the data behind them."""
+    """Markdown with both Table 3 variants, and the data behind them. A run given twice (or inside two
+    given folders) counts once."""
+    run_dirs = list(dict.fromkeys(Path(r).resolve() for r in run_dirs))
     data = {which: aggregate(run_dirs, which) for which in ("last", "best")}
     text = (format_aggregate(data["last"], "Last epoch — accuracy (%) on the evaluate split, mean over seeds")
             + "\n\n" + format_aggregate(data["best"], "Best epoch on the evaluate split ('early stopping', as the "
