@@ -225,9 +225,6 @@ def cmd_report(args):
     from tinyasc.report import report
     from tinyasc.rundir import RunDir
 
-    for d in args.runs:
-        if not Path(d).is_dir():
-            raise TinyascError(f"{d}: no such run folder")
     runs = [p.parent for d in args.runs for p in sorted(Path(d).rglob(RunDir.RESULTS))]
     if not runs:
         raise TinyascError(f"no finished runs ({RunDir.RESULTS}) under {', '.join(args.runs)}")

@@ -24,9 +24,10 @@ def config_from_dict(cls, d, what=None):
             if not isinstance(value, bool):
                 raise TinyascError(f"bad {what}: {f.name} must be true or false, not {value!r}")
         elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                kind = "a whole number" if isinstance(value, float) else "a number"
-                raise TinyascError(f"bad {what}: {f.name} must be {kind} (an integer), not {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TinyascError(f"bad {what}: {f.name} must be a number, not {value!r}")
+            if not isinstance(value, int):
+                raise TinyascError(f"bad {what}: {f.name} must be a whole number (an integer), not {value!r}")
         elif isinstance(default, float) or (default is None and float in getattr(f.type, "__args__", ())):
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise TinyascError(f"bad {what}: {f.name} must be a number, not {value!r}")

@@ -120,8 +120,8 @@ def experiment_from_sections(data, where="config"):
         raise TinyascError(f"{where}: features.n_mels = {features.n_mels} but the model expects "
                            f"model.n_mels = {model_mels}; set both to the same value")
     return Experiment(name=str(data.get("name", preset)), model=preset, model_overrides=model, features=features,
-                      train=config_from_dict(TrainConfig, train, "train config"),
-                      runtime=config_from_dict(RuntimeConfig, runtime, "runtime config"),
+                      train=config_from_dict(TrainConfig, train),
+                      runtime=config_from_dict(RuntimeConfig, runtime),
                       description=data.get("description", ""))
 
 

@@ -27,7 +27,7 @@ def load_run(run_dir):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise TinyascError(f"{path}: unreadable ({e})") from None
     config, results = loaded
-    for path, d, keys in ((run.config, config, ("name", "model", "train")), (run.results, results, ("last", "best"))):
+    for path, d, keys in ((run.config, config, ("name", "model")), (run.results, results, ("last", "best"))):
         if not isinstance(d, dict) or any(k not in d for k in keys):
             raise TinyascError(f"{path}: not a tinyasc run file (needs {', '.join(keys)})")
     return config, results
