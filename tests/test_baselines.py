@@ -10,8 +10,8 @@ from torch import nn
 from tinyasc.complexity import complexity, count_params, receptive_field
 from tinyasc.errors import TinyascError
 from tinyasc.models import build_model, create_model, model_config
-from tinyasc.models.baselines import (CPResBlock, CPResNet, CPResNetConfig, OriginalBCResNet,
-                                      OriginalBCResNetConfig, cp_resnet_kernels)
+from tinyasc.models.baselines import (CPResBlock, CPResNet, CPResNetConfig, BCResNet,
+                                      BCResNetConfig, cp_resnet_kernels)
 from tinyasc.models.bc_resnet import BCResBlock
 
 
@@ -95,8 +95,8 @@ def test_cp_resnet_fixup_init_starts_with_zero_logits_and_zero_residual_branches
 def test_bc_resnet_8_count_is_317610_and_the_kws_setting_reproduces_kim_et_al():
     assert count_params(create_model("bc_resnet_8")) == 317610
     kws = dict(num_classes=12, n_mels=40, sub_bands=5)  # Kim et al. 2021: 321k (τ=8), 9.2k (τ=1)
-    assert count_params(OriginalBCResNet(OriginalBCResNetConfig(tau=8, **kws))) == 321068
-    assert round(count_params(OriginalBCResNet(OriginalBCResNetConfig(tau=1, **kws))) / 100) == 92
+    assert count_params(BCResNet(BCResNetConfig(tau=8, **kws))) == 321068
+    assert round(count_params(BCResNet(BCResNetConfig(tau=1, **kws))) / 100) == 92
     # the ASC adaptation changes only the classifier (12 → 10) and the SSN affines (5 → 4 groups)
     ssn_channels = 2 * 64 + 2 * 96 + 4 * 128 + 4 * 160
     assert 321068 - 2 * (256 + 1) - 2 * ssn_channels == 317610
@@ -120,7 +120,7 @@ def test_bc_resnet_8_widths_blocks_strides_and_time_dilation_follow_kim_et_al():
 
 
 def test_bc_resnet_8_keeps_time_resolution_and_leaves_28_bins_for_256_mels():
-    model = OriginalBCResNet(OriginalBCResNetConfig(tau=1)).eval()
+    model = BCResNet(BCResNetConfig(tau=1)).eval()
     shapes = []
     hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape[2:])))
              for m in [*model.stages, model.head]]

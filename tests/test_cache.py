@@ -9,10 +9,11 @@ import torch
 
 from tinyasc.audio import load_audio
 from tinyasc.data import cache as cache_module
-from tinyasc.data.cache import CACHE_DIRNAME, CACHE_ENV, CacheError, FeatureCache, FeatureDataset
-from tinyasc.data.tau import Clip, TAUDataset, fix_length
+from tinyasc.data.cache import CACHE_DIRNAME, CACHE_ENV, FeatureCache
+from tinyasc.data.tau import Clip, fix_length
+from tinyasc.features import make_frontend
 from tinyasc.errors import TinyascError
-from tinyasc.features import FeatureConfig, make_frontend
+from tinyasc.features import FeatureConfig
 
 CFG = FeatureConfig(n_mels=32)  # fewer bins keep the test fast; the code path is the paper's
 SECONDS = [0.5, 0.3, 0.7, 0.5]  # median length 8000 samples; the others are padded/cropped
@@ -165,19 +166,10 @@ def test_float16_cache_is_close_to_float32(data):
     np.testing.assert_allclose(half.features.astype(np.float32), full.features, rtol=2e-3, atol=2e-2)
 
 
-def test_feature_dataset_items(data):
+def test_cache_rows_follow_the_clip_order_and_hold_that_clips_features(data):
     root, clips = data
     cache = build(root, clips)
-    x, label, device, filename = FeatureDataset(cache, clips)[2]
-    assert x.shape == (1, 32, CFG.num_frames(8000)) and x.dtype == torch.float32
-    assert (label, device, filename) == (clips[2].label, "s1", clips[2].filename)
-    np.testing.assert_array_equal(x[0].numpy(), cache.features[2])
-    with pytest.raises(CacheError, match="other clips"):
-        FeatureDataset(cache, clips[::-1])
-
-
-def test_tau_dataset_built_on_a_feature_cache_yields_features(data):
-    root, clips = data
-    cache = build(root, clips)
-    x, label, device, _ = TAUDataset(root, "train", features=cache, clips=clips)[3]
-    assert x.shape == (1, 32, CFG.num_frames(8000)) and (label, device) == (3, "s4")
+    assert cache.filenames == tuple(c.filename for c in clips)
+    assert cache.item(2).shape == (1, 32, CFG.num_frames(8000)) and cache.item(2).dtype == torch.float32
+    np.testing.assert_array_equal(cache.item(2)[0].numpy(), cache.features[2])
+    assert not np.allclose(cache.features[2], cache.features[3])  # (row content: test_cache_matches_the_front_end…)

@@ -272,7 +272,7 @@ def test_training_with_a_very_short_first_clip_keeps_the_datasets_length(small_b
     from tinyasc.checkpoint import read_checkpoint
     from tinyasc.data.tau import read_split
     from tinyasc.runs import run_training
-    from tinyasc.train import load_experiment
+    from tinyasc.experiment import load_experiment
 
     root = tmp_path / "bench"
     shutil.copytree(small_benchmark, root, ignore=shutil.ignore_patterns(".tinyasc_cache"))

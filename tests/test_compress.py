@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tinyasc.augment import mixup_loss
-from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, stored_bits
 from tinyasc.cli import main
 from tinyasc.complexity import size_report
 from tinyasc.compress.distill import Teacher, distillation_loss, kd_loss
@@ -19,7 +19,7 @@ from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
 from tinyasc.models import create_model
 from tinyasc.runs import run_training
-from tinyasc.train import load_experiment
+from tinyasc.experiment import load_experiment
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ["train.epochs=1", "train.batch_size=16", "train.warmup_epochs=1", "train.extract_workers=0"]
@@ -193,7 +193,8 @@ def test_bc_resnet_asc_8_pruned_89_with_8_bit_convs_and_fp16_rest_is_about_61_kb
     model = trained_like("bc_resnet_asc_8")
     dcase = size_report(build_student(model, CompressConfig(bits=0)), "dcase")
     _, path = compressed_round_trip(model, tmp_path)
-    stored = size_report(load_checkpoint(path)[0])  # no scheme: the precisions the checkpoint stores
+    model, _, _, payload = load_checkpoint(path)
+    stored = size_report(model, bits=stored_bits(payload))  # no scheme: the precisions the checkpoint stores
     for report in (dcase, stored):
         assert 33_000 <= report["by_bits"][8]["nonzero"] <= 33_036  # 11% of 300,320 conv weights
         assert report["by_bits"][16]["nonzero"] == 14_650  # norm affines + head bias
@@ -247,7 +248,8 @@ def test_compress_command_end_to_end_then_evaluate_and_info(teacher, tmp_path, c
     assert "accuracy" in single and "size" in single
     assert main(["evaluate", str(out / "compressed.pt"), str(out / "compressed_best.pt"), "--data", str(root),
                  "--quiet", "--out", str(tmp_path / "ens")]) == 0
-    sizes = [size_report(load_checkpoint(out / f)[0])["total_bytes"] for f in ("compressed.pt", "compressed_best.pt")]
+    sizes = [size_report(m, bits=stored_bits(p))["total_bytes"]
+             for m, _, _, p in (load_checkpoint(out / f) for f in ("compressed.pt", "compressed_best.pt"))]
     assert json.loads((tmp_path / "ens" / "metrics.json").read_text())["size_bytes"] == sum(sizes)
     assert "sum of 2 models" in capsys.readouterr().out
     assert main(["info", str(out / "compressed.pt"), "--layers"]) == 0

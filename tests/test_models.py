@@ -72,7 +72,7 @@ def test_unknown_model_and_bad_config_give_clear_errors():
         create_model("bc_resnet_asc_1", resnorm="everywhere")
     with pytest.raises(TinyascError, match="n_mels=100"):
         create_model("bc_resnet_asc_1", n_mels=100)
-    with pytest.raises(TinyascError, match="unknown BCResNetConfig field"):
+    with pytest.raises(TinyascError, match="unknown BCResNetASCConfig field"):
         create_model("bc_resnet_asc_1", widht=3)
 
 

@@ -11,7 +11,8 @@ import torch
 import tinyasc.augment
 from tinyasc.augment import mixup, mixup_loss
 from tinyasc.models import model_config
-from tinyasc.train import TrainConfig, load_experiment, lr_at
+from tinyasc.experiment import load_experiment
+from tinyasc.train import TrainConfig, lr_at
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 

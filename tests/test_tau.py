@@ -3,10 +3,9 @@ splits, labels, devices, identifiers, waveform items, count tables, and one-line
 import numpy as np
 import pytest
 import soundfile
-import torch
 
-from tinyasc.data.tau import (DEVICE_GROUPS, DEVICES, SCENES, UNLABELLED, Clip, DatasetError,
-                              TAUDataset, count_clips, device_of, fix_length, format_counts,
+from tinyasc.data.tau import (DEVICE_GROUPS, DEVICES, SCENES, UNLABELLED, Clip, DatasetError, load_clip,
+                              count_clips, device_of, fix_length, format_counts,
                               read_split)
 
 RATE = 44100  # the fixture is written at 44.1 kHz; the reader must resample to 16 kHz
@@ -78,19 +77,19 @@ def test_identifier_is_empty_without_meta_csv(tau):
     assert [c.identifier for c in read_split(tau, "train")] == ["", "", ""]
 
 
-def test_dataset_items_are_16khz_mono_float32_waveforms(tau):
-    dataset = TAUDataset(tau, "train")
-    x, label, device, filename = dataset[1]
-    assert x.dtype == torch.float32 and x.dim() == 1
+def test_clips_load_as_16khz_mono_float32_waveforms(tau):
+    clip = read_split(tau, "train")[1]
+    x = load_clip(tau, clip.filename)
+    assert x.dtype == np.float32 and x.ndim == 1
     assert abs(len(x) - 8000) <= 1  # 0.5 s at 16 kHz
-    assert (label, device) == (SCENES.index("bus"), "b")
-    assert filename == read_split(tau, "train")[1].filename
+    assert (clip.label, clip.device) == (SCENES.index("bus"), "b")
 
 
-def test_dataset_fixes_length_by_zero_padding_or_cropping(tau):
-    long = TAUDataset(tau, "evaluate", num_samples=10000)[0][0]
-    assert len(long) == 10000 and torch.all(long[8001:] == 0)
-    assert len(TAUDataset(tau, "evaluate", num_samples=4000)[0][0]) == 4000
+def test_clips_are_fixed_in_length_by_zero_padding_or_cropping(tau):
+    name = read_split(tau, "evaluate")[0].filename
+    long = load_clip(tau, name, num_samples=10000)
+    assert len(long) == 10000 and np.all(long[8001:] == 0)
+    assert len(load_clip(tau, name, num_samples=4000)) == 4000
     x = np.arange(5, dtype=np.float32)
     assert fix_length(x, 3).tolist() == [0, 1, 2]
     assert fix_length(x, 7).tolist() == [0, 1, 2, 3, 4, 0, 0]

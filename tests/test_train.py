@@ -12,7 +12,8 @@ import torch
 from tinyasc.checkpoint import load_checkpoint
 from tinyasc.errors import TinyascError
 from tinyasc.runs import run_training, sweep
-from tinyasc.train import TrainConfig, load_experiment, lr_at
+from tinyasc.experiment import load_experiment
+from tinyasc.train import TrainConfig, lr_at
 
 TINY = ["train.epochs=2", "train.batch_size=16", "train.warmup_epochs=1", "train.extract_workers=0"]
 

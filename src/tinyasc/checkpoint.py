@@ -57,8 +57,6 @@ def load_checkpoint(path):
         model.load_state_dict(decode_state_dict(payload["state_dict"], stored) if stored else payload["state_dict"])
     except (RuntimeError, KeyError) as e:
         raise TinyascError(f"{path}: weights do not fit the stored model config ({str(e).splitlines()[0]})") from None
-    if stored:
-        mark_stored_bits(model, stored["bits"])
     model.eval()
     return model, FeatureConfig.from_dict(payload["feature_config"]), payload["classes"], payload
 
@@ -75,10 +73,7 @@ def decode_state_dict(state, stored):
     return state
 
 
-def mark_stored_bits(model, bits):
-    """Record {parameter name: bits} as each module's `param_bits`, so complexity.size_report counts
-    the float model's parameters at the precision they are stored at."""
-    for key, width in bits.items():
-        module_name, _, param_name = key.rpartition(".")
-        module = model.get_submodule(module_name)
-        module.param_bits = {**getattr(module, "param_bits", {}), param_name: width}
+def stored_bits(payload):
+    """{parameter name: bits} a compressed checkpoint stores its parameters at (None for a float one):
+    pass it to complexity.size_report / size_bytes / complexity as `bits`."""
+    return (payload.get("quantization") or {}).get("bits")

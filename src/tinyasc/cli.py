@@ -36,7 +36,10 @@ def cmd_info(args):
         raise TinyascError("info needs a model name or checkpoint (or --system)")
     label, model, feature_cfg, payload = _load_target(args.target)
     frames = feature_cfg.num_frames(int(args.seconds * feature_cfg.sample_rate))
-    info = complexity(model, (1, 1, feature_cfg.n_mels, frames))
+    from tinyasc.checkpoint import stored_bits
+
+    bits = stored_bits(payload) if payload else None
+    info = complexity(model, (1, 1, feature_cfg.n_mels, frames), bits)
     info["model"] = label
     if hasattr(model, "resnorm_lambdas"):
         info["resnorm_lambdas"] = model.resnorm_lambdas()
@@ -59,7 +62,7 @@ def cmd_info(args):
         shown = f"{values[0]:.4f}" if len(values) == 1 else f"mean {sum(values) / len(values):.4f} over {len(values)} bins"
         print(f"  ResNorm λ {name or 'input'}: {shown}")
     if args.layers:
-        report = size_report(model)
+        report = size_report(model, bits=bits)
         print(f"{'tensor':48s} {'shape':>18s} {'nonzero':>9s} {'bits':>4s} {'bytes':>9s}")
         for row in report["rows"]:
             print(f"{row['name']:48s} {str(tuple(row['shape'])):>18s} {row['nonzero']:>9,} {row['bits']:>4} {row['bytes']:>9.0f}")
@@ -95,12 +98,22 @@ def cmd_data_info(args):
 
 
 def _experiment(args):
-    from tinyasc.train import load_experiment
+    from tinyasc.experiment import load_experiment
 
     sets = list(args.set or [])
     if getattr(args, "seed", None) is not None:
         sets.append(f"train.seed={args.seed}")
-    return load_experiment(args.config, sets, base=None if args.config else {"model": {"preset": "bc_resnet_asc_1"}})
+    exp = load_experiment(args.config, sets, base=None if args.config else {"model": {"preset": "bc_resnet_asc_1"}})
+    _apply_threads(exp)
+    return exp
+
+
+def _apply_threads(exp):
+    """Process state belongs to the command, not to the training loop: torch's intra-op threads."""
+    if exp.runtime.threads > 0:
+        import torch
+
+        torch.set_num_threads(exp.runtime.threads)
 
 
 def _print_system(as_json):
@@ -120,9 +133,11 @@ def cmd_train(args):
     from tinyasc.runs import run_training
 
     exp = _experiment(args)
+    from tinyasc.train import dist_env
+
     results = run_training(exp, args.data, args.out, resume=args.resume, force=args.force,
-                           cache_dir=args.cache_dir, progress=not args.quiet)
-    if results and int(__import__("os").environ.get("RANK", "0")) == 0:
+                           cache_dir=args.cache_dir, progress=not args.quiet, train_split=args.train_split)
+    if results and dist_env().main:
         from tinyasc.evaluate import format_table
 
         print(format_table([(f"{exp.name} (last epoch)", results["last"]),
@@ -134,26 +149,33 @@ def cmd_evaluate(args):
     from tinyasc.checkpoint import load_checkpoint
     from tinyasc.complexity import size_bytes
     from tinyasc.evaluate import format_table
+    from tinyasc.paths import atomic_write_text, check_output, write_json
     from tinyasc.runs import evaluate_checkpoints
-    from tinyasc.train import write_json
 
+    outputs = []
+    if args.out:  # checked before the long work: nothing is overwritten without --force
+        check_output(args.out, kind="dir", force=True)
+        outputs = [Path(args.out) / name for name in ("metrics.json", "table.md", "confusion.png")]
+        for path in outputs:
+            check_output(path, force=args.force)
     m = evaluate_checkpoints(args.checkpoints, args.data, args.split, cache_dir=args.cache_dir, progress=not args.quiet)
     name = args.checkpoints[0] if len(args.checkpoints) == 1 else f"ensemble of {len(args.checkpoints)}"
     table = format_table([(name, m)])
     print(table)
     print(f"accuracy {100 * m['accuracy']:.2f}%  log loss {m['log_loss']:.4f}  clips {m['clips']}")
-    m["size_bytes"] = sum(size_bytes(load_checkpoint(path)[0]) for path in args.checkpoints)  # an ensemble's is the sum
+    from tinyasc.checkpoint import stored_bits
+
+    loaded = [load_checkpoint(path) for path in args.checkpoints]  # an ensemble's size is the sum
+    m["size_bytes"] = sum(size_bytes(model, bits=stored_bits(payload)) for model, _, _, payload in loaded)
     members = f"; sum of {len(args.checkpoints)} models" if len(args.checkpoints) > 1 else ""
     print(f"size {_kb(m['size_bytes'])} (DCASE rule, as stored{members})")
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "metrics.json", {"checkpoints": args.checkpoints, "split": args.split, **m})
-        (out / "table.md").write_text(table + "\n")
+        write_json(outputs[0], {"checkpoints": args.checkpoints, "split": args.split, **m})
+        atomic_write_text(outputs[1], table + "\n")
         from tinyasc.report import plot_confusion
 
-        plot_confusion(m, out / "confusion.png", title=name)
-        print(f"wrote {out}/metrics.json, table.md, confusion.png")
+        plot_confusion(m, outputs[2], title=name)
+        print(f"wrote {args.out}/metrics.json, table.md, confusion.png")
     return 0
 
 
@@ -167,8 +189,9 @@ def cmd_compress(args):
                                     per_channel=args.per_channel, distill=args.distill, kd_alpha=args.kd_alpha,
                                     kd_temperature=args.kd_temperature,
                                     kd_teachers=tuple(args.kd_teacher) if args.kd_teacher else None)
+    _apply_threads(exp)
     results = run_compression(args.teacher, args.data, args.out, exp, ccfg, resume=args.resume, force=args.force,
-                              cache_dir=args.cache_dir, progress=not args.quiet)
+                              cache_dir=args.cache_dir, progress=not args.quiet, train_split=args.train_split)
     out = results["compressed"]
     print(format_table([(f"{exp.name}: {name} (epoch {c['epoch']})", c["metrics"]) for name, c in out.items()]))
     size = out["compressed.pt"]["size"]
@@ -184,24 +207,34 @@ def cmd_sweep(args):
 
     exp = _experiment(args)
     out = Path(args.out) if args.out else Path("runs") / exp.name
-    runs = sweep(exp, args.data, out, args.seeds, cache_dir=args.cache_dir, progress=not args.quiet)
-    text, _ = report(runs)
-    (out / "report.md").write_text(text + "\n")
+    from tinyasc.lock import run_lock
+    from tinyasc.paths import atomic_write_text, check_output
+
+    check_output(out, kind="dir", force=True)
+    with run_lock(out, what="sweep"):
+        runs = sweep(exp, args.data, out, args.seeds, cache_dir=args.cache_dir, progress=not args.quiet,
+                     train_split=args.train_split)
+        text, _ = report(runs)
+        atomic_write_text(out / "report.md", text + "\n")
     print(text)
     return 0
 
 
 def cmd_report(args):
+    from tinyasc.paths import atomic_write_text, check_output, write_json
     from tinyasc.report import report
-    from tinyasc.train import write_json
+    from tinyasc.rundir import RunDir
 
-    runs = [p.parent for d in args.runs for p in sorted(Path(d).rglob("results.json"))]
+    runs = [p.parent for d in args.runs for p in sorted(Path(d).rglob(RunDir.RESULTS))]
     if not runs:
-        raise TinyascError(f"no finished runs (results.json) under {', '.join(args.runs)}")
+        raise TinyascError(f"no finished runs ({RunDir.RESULTS}) under {', '.join(args.runs)}")
+    if args.out:
+        check_output(args.out, force=args.force)
+        check_output(Path(args.out).with_suffix(".json"), force=args.force)
     text, data = report(runs)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
         write_json(Path(args.out).with_suffix(".json"), data)
     return 0
 
@@ -216,7 +249,10 @@ def cmd_demo(args):
 def cmd_figure(args):
     from tinyasc.figure import tsne_figure
 
+    from tinyasc.paths import check_output
+
     args.out = args.out if Path(args.out).suffix else f"{args.out}.png"  # matplotlib adds .png otherwise
+    check_output(args.out, force=args.force)
     scores = tsne_figure(args.checkpoint, args.data, args.out, split=args.split, per_device=args.per_device,
                          cache_dir=args.cache_dir, progress=not args.quiet)
     for name, score in scores.items():
@@ -290,11 +326,14 @@ def cmd_submission(args):
     if args.model:
         from tinyasc.complexity import count_macs, count_params, size_bytes
 
-        _, model, feature_cfg, _ = _load_target(args.model)
+        from tinyasc.checkpoint import stored_bits
+
+        _, model, feature_cfg, payload = _load_target(args.model)
         frames = feature_cfg.num_frames(feature_cfg.sample_rate)  # MACs per 1 s clip, as the 2022+ rules
         params = count_params(model)
         nonzero = sum(int((p != 0).sum()) for p in model.parameters())
-        complexity = {"total_model_size": int(size_bytes(model)), "total_parameters": params,
+        complexity = {"total_model_size": int(size_bytes(model, bits=stored_bits(payload) if payload else None)),
+                      "total_parameters": params,
                       "total_parameters_non_zero": nonzero,
                       "macs": int(count_macs(model, (1, 1, feature_cfg.n_mels, frames)))}
     authors = []
@@ -351,7 +390,9 @@ def build_parser():
         p.add_argument("--config", help="experiment TOML file (see configs/); default: bc_resnet_asc_1 + paper recipe")
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                        help="override a config field, e.g. --set train.epochs=10 --set model.resnorm=none")
-        p.add_argument("--data", required=True, help="dataset root in the TAU 2020 Mobile layout")
+        p.add_argument("--data", required=True, help="dataset root in the TAU 2020 / 2022 Mobile layout")
+        p.add_argument("--train-split", metavar="NAME", help="train on a training subset: split5 … split100 "
+                       "(evaluation_setup/NAME.csv or split_setup/NAME.csv) or a filename<TAB>scene_label file")
         p.add_argument("--cache-dir", help="feature cache folder (default: DATA/.tinyasc_cache)")
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -377,6 +418,7 @@ def build_parser():
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="evaluate", choices=["train", "evaluate"])
     p.add_argument("--out", help="folder for metrics.json, table.md, confusion.png")
+    p.add_argument("--force", action="store_true", help="overwrite those files in --out")
     p.add_argument("--cache-dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
@@ -400,6 +442,7 @@ def build_parser():
     p = sub.add_parser("report", help="aggregate runs into the Table 3 layout (mean ± std over seeds)")
     p.add_argument("runs", nargs="+", help="run folders, or folders holding them")
     p.add_argument("--out", help="write the markdown here (and the numbers as .json beside it)")
+    p.add_argument("--force", action="store_true", help="overwrite --out and its .json")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("demo", help="the main job: synthetic benchmark, BC-ResNet-ASC-1 with/without ResNorm")
@@ -416,7 +459,8 @@ def build_parser():
     p.add_argument("--data", required=True)
     p.add_argument("--out", default="tsne.png")
     p.add_argument("--split", default="train", choices=["train", "evaluate"])
-    p.add_argument("--per-device", type=int, default=150, help="clips per device (balances device A)")
+    p.add_argument("--per-device", type=int, default=150, help="clips per device (balances device A; at least 2)")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--cache-dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_figure)

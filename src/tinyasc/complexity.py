@@ -28,40 +28,41 @@ def _is_weight_of_conv(module, param_name):
     return param_name == "weight" and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear))
 
 
-def stored_bits(module, param_name, param, scheme=None):
-    """Bits per value: from `scheme` if given, else the module's `param_bits` ({name: bits}, set when a
-    compressed checkpoint is loaded), else its `storage_bits` (set by quantisation) for its weight,
-    else the tensor's dtype."""
+def stored_bits(module, param_name, param, scheme=None, bits=None, full_name=None):
+    """Bits per value: from `scheme` if given, else from `bits` ({full parameter name: bits}, the
+    mapping a compressed checkpoint stores, see checkpoint.stored_bits), else a QAT convolution's own
+    `storage_bits` for its weight, else the tensor's dtype."""
     if scheme is not None:
         weight_bits, other_bits = SCHEMES[scheme]
         return weight_bits if _is_weight_of_conv(module, param_name) else other_bits
-    marked = getattr(module, "param_bits", None)
-    if marked and param_name in marked:
-        return marked[param_name]
+    if bits and full_name in bits:
+        return bits[full_name]
     if param_name == "weight" and getattr(module, "storage_bits", None):
         return module.storage_bits
     return param.element_size() * 8
 
 
-def size_report(model, scheme=None):
+def size_report(model, scheme=None, bits=None):
     """Per-tensor rows and totals of the DCASE size: {"rows": [...], "total_bytes", "by_bits": {bits:
-    {"nonzero", "bytes"}}}. `scheme` ("fp32", "fp16", "int8", "dcase") overrides stored precisions."""
+    {"nonzero", "bytes"}}}. `scheme` ("fp32", "fp16", "int8", "dcase") overrides stored precisions;
+    `bits` ({parameter name: bits}) gives them for a compressed model."""
     rows, by_bits = [], {}
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
-            bits = stored_bits(module, param_name, param, scheme)
+            name = f"{module_name}.{param_name}".lstrip(".")
+            width = stored_bits(module, param_name, param, scheme, bits, name)
             nonzero = int(torch.count_nonzero(param))
-            nbytes = nonzero * bits / 8
-            rows.append({"name": f"{module_name}.{param_name}".lstrip("."), "shape": list(param.shape),
-                         "params": param.numel(), "nonzero": nonzero, "bits": bits, "bytes": nbytes})
-            group = by_bits.setdefault(bits, {"nonzero": 0, "bytes": 0.0})
+            nbytes = nonzero * width / 8
+            rows.append({"name": name, "shape": list(param.shape),
+                         "params": param.numel(), "nonzero": nonzero, "bits": width, "bytes": nbytes})
+            group = by_bits.setdefault(width, {"nonzero": 0, "bytes": 0.0})
             group["nonzero"] += nonzero
             group["bytes"] += nbytes
     return {"rows": rows, "total_bytes": sum(r["bytes"] for r in rows), "by_bits": by_bits}
 
 
-def size_bytes(model, scheme=None):
-    return size_report(model, scheme)["total_bytes"]
+def size_bytes(model, scheme=None, bits=None):
+    return size_report(model, scheme, bits)["total_bytes"]
 
 
 @torch.no_grad()
@@ -114,15 +115,15 @@ def receptive_field(layers, count_pool_window=False):
     return tuple(field)
 
 
-def complexity(model, input_shape):
-    """Everything `tinyasc info` prints, as one dict."""
+def complexity(model, input_shape, bits=None):
+    """Everything `tinyasc info` prints, as one dict (`bits`: stored widths of a compressed model)."""
     info = {
         "params": count_params(model),
         "nonzero_params": count_nonzero(model),
         "macs": count_macs(model, input_shape),
         "input_shape": list(input_shape),
         "size_bytes": {scheme: size_bytes(model, scheme) for scheme in SCHEMES},
-        "size_bytes_stored": size_bytes(model),
+        "size_bytes_stored": size_bytes(model, bits=bits),
     }
     if hasattr(model, "receptive_layers"):
         info["receptive_field"] = list(receptive_field(model.receptive_layers()))

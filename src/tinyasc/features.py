@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tinyasc.config import config_from_dict
 from tinyasc.errors import TinyascError
 
 
@@ -70,11 +71,7 @@ class FeatureConfig:
 
     @classmethod
     def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise TinyascError(f"bad feature config: unknown fields {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "feature config")
 
 
 def hz_to_mel(hz):

@@ -7,22 +7,23 @@ import torch
 from tinyasc.checkpoint import load_checkpoint
 from tinyasc.data.cache import FeatureCache
 from tinyasc.data.tau import read_split
+from tinyasc.errors import TinyascError
+from tinyasc.evaluate import batch_logits
 
 
 @torch.no_grad()
 def stage_statistics(model, features, stage=1, batch_size=64):
     """(frequency-wise [mean, std] (N, 2F'), channel-wise [mean, std] (N, 2C)) of the output of
     `model.stages[stage]` (0-based; stage 1 is the paper's stage 2) for features (N, F, T)."""
-    captured = []
-    handle = model.stages[stage].register_forward_hook(lambda m, i, out: captured.append(out))
     freq, chan = [], []
+
+    def capture(module, inputs, x):  # x: (B, C, F, T)
+        freq.append(torch.cat([x.mean(dim=(1, 3)), x.std(dim=(1, 3))], 1))
+        chan.append(torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1))
+
+    handle = model.stages[stage].register_forward_hook(capture)
     try:
-        model.eval()
-        for i in range(0, len(features), batch_size):
-            model(torch.from_numpy(np.array(features[i:i + batch_size], dtype=np.float32)).unsqueeze(1))
-            x = captured.pop()  # (B, C, F, T)
-            freq.append(torch.cat([x.mean(dim=(1, 3)), x.std(dim=(1, 3))], 1))
-            chan.append(torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1))
+        batch_logits(model, features, batch_size=batch_size)
     finally:
         handle.remove()
     return torch.cat(freq).numpy(), torch.cat(chan).numpy()
@@ -57,8 +58,17 @@ def tsne_figure(checkpoint, data_root, out, split="train", per_device=150, cache
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
 
+    if per_device < 2:
+        raise TinyascError(f"--per-device must be at least 2 (clips per device for the k-NN score), not {per_device}")
     model, feature_cfg, _, payload = load_checkpoint(checkpoint)
+    if not hasattr(model, "stages"):
+        raise TinyascError(f"{checkpoint}: Figure 1 needs a BC-ResNet-ASC model (stage outputs); this is {payload['arch']}")
     clips = read_split(data_root, split)
+    counts = {d: sum(c.device == d for c in clips) for d in sorted({c.device for c in clips})}
+    too_few = {d: n for d, n in counts.items() if n < 2}
+    if len(counts) < 2 or too_few:
+        raise TinyascError(f"{data_root}: the {split} split needs at least 2 devices with 2 clips each for Figure 1; "
+                           f"clips per device: {counts}")
     cache = FeatureCache.build_or_load(data_root, clips, feature_cfg, cache_dir=cache_dir,
                                        num_samples=payload.get("clip_samples"), progress=progress)
     index = balanced_subset(clips, per_device, seed)

@@ -150,3 +150,10 @@ def atomic_write_bytes(path, data):
 
 def atomic_write_text(path, text, encoding="utf-8"):
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding=encoding))
+
+
+def write_json(path, obj):
+    """`obj` as indented JSON at `path`, written atomically."""
+    import json
+
+    atomic_write_text(path, json.dumps(obj, indent=2))

@@ -8,27 +8,34 @@ from pathlib import Path
 import numpy as np
 
 from tinyasc.errors import TinyascError
-from tinyasc.evaluate import DEVICE_GROUPS, DEVICE_ORDER
+from tinyasc.experiment import recipe_of
+from tinyasc.rundir import RunDir
+from tinyasc.dcase import DEVICE_GROUPS, DEVICES
 
-COLUMNS = [d.upper() for d in DEVICE_ORDER] + ["Overall", "real", "seen", "unseen"]
+COLUMNS = [d.upper() for d in DEVICES] + ["Overall", "real", "seen", "unseen"]
 
 
 def load_run(run_dir):
     """(config dict, results dict) of a finished run directory."""
-    run_dir = Path(run_dir)
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-        results = json.loads((run_dir / "results.json").read_text())
-    except FileNotFoundError as e:
-        raise TinyascError(f"{run_dir}: not a finished run (missing {Path(e.filename).name})") from None
-    except json.JSONDecodeError as e:
-        raise TinyascError(f"{run_dir}: unreadable run files ({e})") from None
+    run = RunDir(run_dir)
+    loaded = []
+    for path in (run.config, run.results):
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise TinyascError(f"{run.path}: not a finished run (missing {path.name})") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise TinyascError(f"{path}: unreadable ({e})") from None
+    config, results = loaded
+    for path, d, keys in ((run.config, config, ("name", "model")), (run.results, results, ("last", "best"))):
+        if not isinstance(d, dict) or any(k not in d for k in keys):
+            raise TinyascError(f"{path}: not a tinyasc run file (needs {', '.join(keys)})")
     return config, results
 
 
 def columns_of(m):
     """Accuracy (%) per Table 3 column of one metrics dict; NaN where a device is absent."""
-    values = [m["per_device"].get(d, {}).get("accuracy", np.nan) for d in DEVICE_ORDER]
+    values = [m["per_device"].get(d, {}).get("accuracy", np.nan) for d in DEVICES]
     values.append(m["accuracy"])
     values += [m["per_group"].get(g, {}).get("accuracy", np.nan) for g in DEVICE_GROUPS]
     return 100 * np.array(values, dtype=float)
@@ -44,12 +51,13 @@ def run_metrics(results, which):
 
 
 def config_digest(config):
-    """Short hash of a run's resolved config without its seed: runs with equal digests are seeds of
-    one experiment; a name reused with other settings (e.g. --set overrides) gets its own row."""
+    """Short hash of a run's recipe (runtime settings left out) without its seed: runs with equal digests
+    are seeds of one experiment; a name reused with other settings (e.g. --set overrides) gets its own row."""
     import hashlib
 
-    train = {k: v for k, v in config.get("train", {}).items() if k not in ("seed", "threads", "extract_workers")}
-    blob = json.dumps({**config, "train": train}, sort_keys=True).encode()
+    recipe = recipe_of(config)
+    recipe["train"].pop("seed", None)
+    blob = json.dumps(recipe, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:6]
 
 
@@ -94,7 +102,9 @@ def format_aggregate(table, title):
 
 
 def report(run_dirs):
-    """Markdown with both Table 3 variants, and the data behind them."""
+    """Markdown with both Table 3 variants, and the data behind them. A run given twice (or inside two
+    given folders) counts once."""
+    run_dirs = list(dict.fromkeys(Path(r).resolve() for r in run_dirs))
     data = {which: aggregate(run_dirs, which) for which in ("last", "best")}
     text = (format_aggregate(data["last"], "Last epoch — accuracy (%) on the evaluate split, mean over seeds")
             + "\n\n" + format_aggregate(data["best"], "Best epoch on the evaluate split ('early stopping', as the "
@@ -138,10 +148,10 @@ def plot_devices(named_metrics, path, title="accuracy per device"):
 
     fig, ax = plt.subplots(figsize=(9, 4))
     width = 0.8 / max(1, len(named_metrics))
-    x = np.arange(len(DEVICE_ORDER) + 1)
+    x = np.arange(len(DEVICES) + 1)
     for k, (name, m) in enumerate(named_metrics):
         ax.bar(x + (k - (len(named_metrics) - 1) / 2) * width, columns_of(m)[: len(x)], width, label=name)
-    ax.set_xticks(x, [d.upper() for d in DEVICE_ORDER] + ["Overall"])
+    ax.set_xticks(x, [d.upper() for d in DEVICES] + ["Overall"])
     ax.axvspan(5.5, 8.5, color="grey", alpha=0.12, label="unseen devices")
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(0, 100)

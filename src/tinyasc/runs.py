@@ -1,8 +1,9 @@
 """Running experiments on a dataset folder: feature caches, run directories, seeds (sweeps), evaluating
 checkpoints and ensembles on a split. Glue between data, train and evaluate."""
+import contextlib
 import dataclasses
+import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -11,99 +12,146 @@ import torch.distributed as dist
 
 from tinyasc.checkpoint import load_checkpoint
 from tinyasc.data.cache import FeatureCache
-from tinyasc.data.tau import read_split
+from tinyasc.data.tau import read_split, read_train_subset
+from tinyasc.dcase import SCENES
 from tinyasc.errors import TinyascError
-from tinyasc.evaluate import ensemble, metrics, predict, softmax
+from tinyasc.evaluate import batch_logits, ensemble, metrics, softmax
+from tinyasc.experiment import recipe_of
+from tinyasc.lock import run_lock
 from tinyasc.models import build_model
-from tinyasc.train import Distributed, fit, resolve_device, write_json
+from tinyasc.paths import check_output, write_json
+from tinyasc.rundir import RunDir
+from tinyasc.train import Distributed, Split, dist_env, fit, resolve_device
+
+DATA_FILE = "data.json"  # the dataset a run was started on (checked by --resume)
 
 
-def load_split_features(root, split, exp, cache_dir=None, num_samples=None, progress=True):
-    """{"features": memmap (N, F, T), "labels", "devices", "clips", "num_samples"} of one split."""
-    clips = read_split(root, split)
+def split_clips(root, split, train_split=None):
+    """Clips of `split`; for "train", a training subset (e.g. "split25") when `train_split` names one."""
+    if split == "train" and train_split:
+        return read_train_subset(root, train_split)
+    return read_split(root, split)
+
+
+def load_split(root, split, exp, cache_dir=None, num_samples=None, progress=True, train_split=None):
+    """The Split (cached features, labels, devices, classes, clip length) of one dataset split."""
+    clips = split_clips(root, split, train_split)
     cache = FeatureCache.build_or_load(root, clips, exp.features, cache_dir=cache_dir, num_samples=num_samples,
-                                       dtype=exp.train.cache_dtype, workers=exp.train.extract_workers,
+                                       dtype=exp.runtime.cache_dtype, workers=exp.runtime.extract_workers,
                                        progress=progress)
-    return {"features": cache.features, "labels": [c.label for c in clips], "devices": [c.device for c in clips],
-            "clips": clips, "num_samples": cache.num_samples}
+    return Split(cache.features, np.array([c.label for c in clips]), np.array([c.device for c in clips]),
+                 SCENES, cache.num_samples / exp.features.sample_rate)
 
 
-def check_dataset(data_root):
+def dataset_fingerprint(root, train_split=None):
+    """{"root", clip counts, "sha256"} of the train and evaluate lists (name, label, file size): a run
+    resumed on another dataset, or on one whose files changed, is refused."""
+    h, counts = hashlib.sha256(), {}
+    for split in ("train", "evaluate"):
+        clips = split_clips(root, split, train_split)
+        counts[f"{split}_clips"] = len(clips)
+        for c in clips:
+            path = Path(root) / c.filename
+            h.update(f"{split}\t{c.filename}\t{c.label}\t{path.stat().st_size if path.exists() else -1}\n".encode())
+    return {"root": str(Path(root).resolve()), **counts, "sha256": h.hexdigest()}
+
+
+def check_dataset(data_root, train_split=None):
     """Validate the train and evaluate splits (CSVs, labels, audio present) with one-line errors."""
     for split in ("train", "evaluate"):
-        read_split(data_root, split)
+        split_clips(data_root, split, train_split)
 
 
-def prepare_run_dir(run_dir, exp, resume, force):
-    """Create RUN_DIR for a new run, or check it for --resume. Never clobbers a run unless --force."""
-    run_dir = Path(run_dir)
-    config_path = run_dir / "config.json"
+def prepare_run_dir(run_dir, exp, resume, force, data=None):
+    """Create RUN_DIR for a new run, or check it for --resume: the same recipe (runtime settings such as
+    threads may differ) on the same dataset. Never clobbers a run unless --force."""
+    run = RunDir(run_dir)
     if resume:
-        if not (run_dir / "last.pt").is_file():
-            raise TinyascError(f"{run_dir}: nothing to resume (no last.pt)")
-        saved = json.loads(config_path.read_text()) if config_path.is_file() else None
-        if saved != json.loads(json.dumps(exp.resolved())):
-            raise TinyascError(f"{run_dir}: --resume with a different config than the run was started with")
-        if (run_dir / "results.json").is_file():
-            raise TinyascError(f"{run_dir}: the run is finished (results.json); nothing to resume")
-        return run_dir
-    if run_dir.exists() and any(run_dir.iterdir()) and not force:
-        raise TinyascError(f"{run_dir}: already holds files; use --resume to continue the run or --force to start over")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("metrics.jsonl", "results.json", "last.pt", "best.pt"):
-        (run_dir / name).unlink(missing_ok=True)  # --force: a fresh run replaces the old run's files only
-    write_json(config_path, exp.resolved())
-    return run_dir
+        if not run.last.is_file():
+            raise TinyascError(f"{run.path}: nothing to resume (no {run.LAST})")
+        try:
+            saved = json.loads(run.config.read_text())
+        except (OSError, ValueError) as e:
+            raise TinyascError(f"{run.config}: unreadable run config ({e})") from None
+        if recipe_of(saved) != recipe_of(exp.resolved()):
+            raise TinyascError(f"{run.path}: --resume with a different config than the run was started with")
+        if run.results.is_file():
+            raise TinyascError(f"{run.path}: the run is finished ({run.RESULTS}); nothing to resume")
+        saved_data = run / DATA_FILE
+        if data and saved_data.is_file():
+            before = json.loads(saved_data.read_text())
+            if before.get("sha256") != data["sha256"]:
+                raise TinyascError(f"{run.path}: --resume on other data than the run was started with "
+                                   f"({before.get('root')}, {before.get('train_clips')} train clips; now {data['root']}, "
+                                   f"{data['train_clips']}) or its files changed")
+        return run.path
+    check_output(run.path, kind="dir", force=True)  # under a file, not a folder, not writable: one line
+    if any(p.name != ".lock" for p in run.path.iterdir()) and not force:
+        raise TinyascError(f"{run.path}: already holds files; use --resume to continue the run or --force to start over")
+    for path in run.run_files():
+        path.unlink(missing_ok=True)  # --force: a fresh run replaces the old run's files only
+    write_json(run.config, exp.resolved())
+    if data:
+        write_json(run / DATA_FILE, data)
+    return run.path
 
 
-def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_dir=None, progress=True, **fit_kwargs):
-    """Prepare the run dir and feature caches, build the model from the seed, and fit. Returns results."""
-    ctx_rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    check_dataset(data_root)  # before the run dir exists: a typo in --data must not leave a run behind
-    if ctx_rank == 0:
-        prepare_run_dir(run_dir, exp, resume, force)
-        from tinyasc.system import describe
+def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_dir=None, progress=True,
+                 train_split=None, **fit_kwargs):
+    """Prepare the run dir and feature caches, build the model from the seed, and fit. Returns results.
+    Rank 0 holds the run folder's lock for the whole run: a second writer is refused with one line."""
+    env = dist_env()
+    check_dataset(data_root, train_split)  # before the run dir exists: a typo in --data must not leave a run behind
+    lock = run_lock(run_dir, what="train") if env.main else contextlib.nullcontext()
+    with lock:
+        if env.main:
+            prepare_run_dir(run_dir, exp, resume, force, dataset_fingerprint(data_root, train_split))
+            from tinyasc.system import describe
 
-        write_json(Path(run_dir) / "system.json", describe())  # allocator, threads, torch, CPU: speed context
-    if world > 1:
-        Distributed(resolve_device(exp.train.device, int(os.environ.get("LOCAL_RANK", "0")))).barrier()
-    # rank 0 builds the caches first; the others then find them complete and reuse them
-    for turn in ([0, 1] if world > 1 else [0]):
-        if (ctx_rank == 0) == (turn == 0):
-            train = load_split_features(data_root, "train", exp, cache_dir, progress=progress and ctx_rank == 0)
-            evaluate = load_split_features(data_root, "evaluate", exp, cache_dir, num_samples=train["num_samples"],
-                                           progress=progress and ctx_rank == 0)
-        if world > 1:
-            dist.barrier()
-    resolved = exp.resolved()
-    torch.manual_seed(exp.train.seed)
-    model = build_model(resolved["arch"], resolved["model_config"])
-    return fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
-               extra_checkpoint={"clip_samples": train["num_samples"]}, **fit_kwargs)
+            write_json(RunDir(run_dir) / "system.json", describe())  # allocator, threads, torch, CPU: speed context
+        if env.world > 1:
+            Distributed(resolve_device(exp.runtime.device, env.local_rank), env).barrier()
+        # rank 0 builds the caches first; the others then find them complete and reuse them
+        for turn in ([0, 1] if env.world > 1 else [0]):
+            if env.main == (turn == 0):
+                train = load_split(data_root, "train", exp, cache_dir, progress=progress and env.main,
+                                   train_split=train_split)
+                samples = round(train.clip_seconds * exp.features.sample_rate)
+                evaluate = load_split(data_root, "evaluate", exp, cache_dir, num_samples=samples,
+                                      progress=progress and env.main)
+            if env.world > 1:
+                dist.barrier()
+        resolved = exp.resolved()
+        torch.manual_seed(exp.train.seed)  # the initialisation stream (fit seeds its own dropout stream)
+        model = build_model(resolved["arch"], resolved["model_config"])
+        extra = {"clip_samples": round(train.clip_seconds * exp.features.sample_rate), "train_split": train_split}
+        return fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
+                   extra_checkpoint=extra, **fit_kwargs)
 
 
-def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True):
+def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True, train_split=None):
     """Train and evaluate `exp` once per seed into OUT/seed<N>; finished seeds are skipped and
-    interrupted ones resumed. Returns the run dirs."""
+    interrupted ones resumed. Returns the run dirs (a seed given twice runs once)."""
     runs = []
-    for seed in seeds:
+    for seed in dict.fromkeys(seeds):
         run_dir = Path(out_dir) / f"seed{seed}"
         seeded = dataclasses.replace(exp, train=dataclasses.replace(exp.train, seed=seed))
-        if (run_dir / "results.json").is_file():
+        if RunDir(run_dir).results.is_file():
             print(f"{run_dir}: finished, skipped")
         else:
-            resume = (run_dir / "last.pt").is_file()
+            resume = RunDir(run_dir).last.is_file()
             print(f"{run_dir}: {'resuming' if resume else 'training'} {exp.name} seed {seed}")
-            run_training(seeded, data_root, run_dir, resume=resume, cache_dir=cache_dir, progress=progress)
+            run_training(seeded, data_root, run_dir, resume=resume, cache_dir=cache_dir, progress=progress,
+                         train_split=train_split)
         runs.append(run_dir)
     return runs
 
 
-def evaluate_checkpoints(paths, data_root, split="evaluate", cache_dir=None, progress=True, batch_size=32):
-    """Metrics of one checkpoint, or of the ensemble of several (averaged probabilities), on a split."""
-    clips = read_split(data_root, split)
-    if any(c.label < 0 for c in clips):
+def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None, progress=True, data=None):
+    """Metrics of one checkpoint, or of the ensemble of several (averaged probabilities), on a split of
+    `data_root` — or on `data`, a Split already loaded with the checkpoints' feature config."""
+    clips = read_split(data_root, split) if data is None else None
+    if clips is not None and any(c.label < 0 for c in clips):
         raise TinyascError(f"{data_root}: the {split} split has no labels; use `tinyasc predict` on it")
     probs, classes = [], None
     for path in paths:
@@ -111,19 +159,32 @@ def evaluate_checkpoints(paths, data_root, split="evaluate", cache_dir=None, pro
         if classes is not None and model_classes != classes:
             raise TinyascError(f"{path}: its classes differ from {paths[0]}'s; cannot ensemble")
         classes = model_classes
-        cache = FeatureCache.build_or_load(data_root, clips, feature_cfg, cache_dir=cache_dir,
-                                           num_samples=payload.get("clip_samples"), progress=progress)
-        batches = (torch.from_numpy(np.array(cache.features[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
-                   for i in range(0, len(clips), batch_size))
-        probs.append(softmax(predict(model, batches)))
-    return metrics(ensemble(probs), np.array([c.label for c in clips]), np.array([c.device for c in clips]), classes)
+        if data is not None:
+            x = data.features
+        else:
+            cache = FeatureCache.build_or_load(data_root, clips, feature_cfg, cache_dir=cache_dir,
+                                               num_samples=payload.get("clip_samples"), progress=progress)
+            x = cache.features
+        logits = batch_logits(model, x)
+        if logits.shape[1] != len(classes):
+            raise TinyascError(f"{path}: the model has {logits.shape[1]} outputs but lists {len(classes)} classes")
+        probs.append(softmax(logits))
+    if data is not None:
+        labels, devices = data.labels, data.devices
+    else:
+        labels, devices = np.array([c.label for c in clips]), np.array([c.device for c in clips])
+    if labels.max(initial=-1) >= len(classes):
+        raise TinyascError(f"{paths[0]}: the model knows {len(classes)} classes but the data has labels up to "
+                           f"{labels.max()} ({SCENES[labels.max()] if labels.max() < len(SCENES) else labels.max()})")
+    return metrics(ensemble(probs), labels, devices, classes)
 
 
 DEMO_EPOCHS = 20
 
 
 def demo_experiments(epochs):
-    from tinyasc.train import Experiment, TrainConfig
+    from tinyasc.experiment import Experiment
+    from tinyasc.train import TrainConfig
 
     train = TrainConfig(epochs=epochs, warmup_epochs=min(5.0, epochs / 4))
     return [Experiment("BC-ResNet-ASC-1 (baseline)", "bc_resnet_asc_1", {"resnorm": "none"}, train=train),
@@ -150,7 +211,7 @@ def demo(data_dir="data/synthetic", out_dir="reports/demo", epochs=None, seed=0,
     for exp in demo_experiments(epochs or DEMO_EPOCHS):
         slug = "resnorm" if exp.model_overrides["resnorm"] == "all" else "baseline"
         run_dir = sweep(exp, data_dir, out_dir / "runs" / slug, [seed], progress=progress)[0]
-        rows.append((exp.name, json.loads((run_dir / "results.json").read_text())["last"], slug))
+        rows.append((exp.name, json.loads(RunDir(run_dir).results.read_text())["last"], slug))
     table = format_table([(name, m) for name, m, _ in rows],
                          title="Accuracy (%) per device on the synthetic benchmark's evaluate split (last epoch)")
     print("\n" + table)

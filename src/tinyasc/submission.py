@@ -12,13 +12,11 @@ import math
 import re
 from pathlib import Path
 
+from tinyasc.dcase import DEVICES, SCENES
 from tinyasc.errors import TinyascError
 from tinyasc.paths import atomic_write_text
 
 # DCASE column order of the output file (the validator checks the header in this order)
-SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
-          "street_pedestrian", "street_traffic", "tram")
-DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
 HEADER = ("filename", "scene_label", *SCENES)
 SUBSETS = (5, 10, 25, 50, 100)  # 2024: one output per training subset; 2025: split 25 only
 LABEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*_[A-Za-z0-9-]+_task1_[1-4]$")  # Lastname_Institute_task1_N

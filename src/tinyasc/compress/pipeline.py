@@ -7,8 +7,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from tinyasc.complexity import size_report
@@ -16,10 +14,14 @@ from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distilla
 from tinyasc.compress.prune import SCOPES, prune, sparsity, zero_pruned
 from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_qat
 from tinyasc.errors import TinyascError
-from tinyasc.evaluate import metrics, predict, softmax
-from tinyasc.models import MODELS, config_from_dict
-from tinyasc.runs import check_dataset, load_split_features, prepare_run_dir
-from tinyasc.train import fit, load_experiment, parse_override, read_toml, resolve_device, write_json
+from tinyasc.config import config_from_dict
+from tinyasc.experiment import compress_sections, load_experiment
+from tinyasc.lock import run_lock
+from tinyasc.models import MODELS, canonical_arch
+from tinyasc.paths import write_json
+from tinyasc.rundir import RunDir
+from tinyasc.runs import check_dataset, dataset_fingerprint, evaluate_checkpoints, load_split, prepare_run_dir
+from tinyasc.train import fit
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ def _teacher_model_section(payload):
     exp = payload.get("experiment")
     if exp:
         return {"preset": exp["model"], **exp.get("model_overrides", {})}
-    preset = next((name for name, (arch, _, _) in MODELS.items() if arch == payload["arch"]), None)
+    preset = next((name for name, (arch, _, _) in MODELS.items() if arch == canonical_arch(payload["arch"])), None)
     if preset is None:
         raise TinyascError(f"no model preset for architecture {payload['arch']!r}")
     return {"preset": preset, **payload["model_config"]}
@@ -80,29 +82,17 @@ def compress_experiment(teacher_path, config=None, sets=(), **flags):
     if payload.get("quantization"):
         raise TinyascError(f"{teacher_path}: already a compressed checkpoint; compress its float teacher instead")
     teacher_exp = payload.get("experiment") or {}
-    data = {"name": f"{teacher_exp.get('name', Path(teacher_path).stem)}_compressed",
+    base = {"name": f"{teacher_exp.get('name', Path(teacher_path).stem)}_compressed",
             "description": f"compressed from {teacher_path}", "model": _teacher_model_section(payload),
-            "features": dict(payload["feature_config"]), "train": {**teacher_exp.get("train", {}), **FINETUNE}}
-    compress = {}
-    if config is not None:
-        path = Path(config)
-        loaded = read_toml(path)
-        compress = dict(loaded.pop("compress", {}))
-        data["name"] = loaded.pop("name", path.stem)
-        for key, value in loaded.items():  # a [model] section replaces the teacher's (then it is checked)
-            data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) and key != "model" else value
-    other_sets = []
-    for text in sets:
-        keys, value = parse_override(text)
-        if keys[0] == "compress" and len(keys) == 2:
-            compress[keys[1]] = value
-        else:
-            other_sets.append(text)
+            "features": dict(payload["feature_config"]), "train": {**teacher_exp.get("train", {}), **FINETUNE},
+            "runtime": dict(teacher_exp.get("runtime", {}))}
+    data, compress, other_sets = compress_sections(base, config, sets)
     compress.update({k: v for k, v in flags.items() if v is not None})
-    ccfg = config_from_dict(CompressConfig, compress)
+    ccfg = config_from_dict(CompressConfig, compress, "compress config")
     exp = load_experiment(None, other_sets, base=data)
     resolved = json.loads(json.dumps(exp.resolved()))  # tuples → lists on both sides
-    if (resolved["arch"], resolved["model_config"]) != (payload["arch"], json.loads(json.dumps(payload["model_config"]))):
+    teacher_arch = canonical_arch(payload["arch"])
+    if (resolved["arch"], resolved["model_config"]) != (teacher_arch, json.loads(json.dumps(payload["model_config"]))):
         raise TinyascError(f"{config or 'config'}: its [model] differs from the teacher's ({teacher_path}); the student "
                            "is a copy of the teacher")
     if resolved["features"] != json.loads(json.dumps(payload["feature_config"])):
@@ -121,9 +111,10 @@ def build_student(teacher, ccfg):
     return student
 
 
-def size_summary(model):
-    """DCASE size of a finalized model as stored: totals and the 8-bit / 16-bit groups."""
-    report = size_report(model)
+def size_summary(model, bits=None):
+    """DCASE size of a finalized model as stored (`bits`: finalize's mapping): totals and the 8-bit /
+    16-bit groups."""
+    report = size_report(model, bits=bits)
     return {"total_bytes": report["total_bytes"], "total_kb": report["total_bytes"] / 1024,
             "by_bits": {str(bits): {"nonzero": g["nonzero"], "bytes": g["bytes"], "kb": g["bytes"] / 1024}
                         for bits, g in sorted(report["by_bits"].items())}}
@@ -131,47 +122,42 @@ def size_summary(model):
 
 def save_compressed(path, model, arch, feature_cfg, classes, ccfg, **extra):
     """Finalize `model` in place and write it as an int8 + fp16 checkpoint. Returns the size summary."""
-    finalize(model, ccfg.fp16)
+    bits = finalize(model, ccfg.fp16)
     state, stored = compressed_state_dict(model, ccfg.fp16)
-    size = size_summary(model)
+    size = size_summary(model, bits)
     save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=state, quantization=stored,
                     size=size, sparsity=sparsity(model)["ratio"], **extra)
     return size
 
 
-def _evaluate_file(path, data, device, batch_size=128):
-    model, _, classes, _ = load_checkpoint(path)
-    model.to(device)
-    features = data["features"]
-    batches = (torch.from_numpy(np.array(features[i:i + batch_size], dtype=np.float32)).unsqueeze(1)
-               for i in range(0, len(data["labels"]), batch_size))
-    probs = softmax(predict(model, batches, device))
-    return metrics(probs, np.asarray(data["labels"]), np.asarray(data["devices"]), classes)
-
-
 def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False, force=False, cache_dir=None,
-                    progress=True, **fit_kwargs):
+                    progress=True, train_split=None, **fit_kwargs):
     """Compress `teacher_path` into RUN_DIR: fit's usual files (config.json, metrics.jsonl, last.pt and
     best.pt — float latent weights, pruned — results.json) plus compress.json (settings),
     compressed.pt (int8 + fp16, last epoch) and compressed_best.pt (best evaluate epoch, the paper's
     early-stopping figure). Single process. `fit_kwargs` go to train.fit (e.g. on_epoch_end). Returns
     results.json's dict, with a "compressed" entry."""
     teacher, feature_cfg, classes, payload = load_checkpoint(teacher_path)
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
-    check_dataset(data_root)  # before the run dir exists
+    check_dataset(data_root, train_split)  # before the run dir exists
+    with run_lock(run.path, what="compress"):
+        return _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root, run, exp, ccfg,
+                                resume, force, cache_dir, progress, train_split, fit_kwargs)
+
+
+def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root, run, exp, ccfg, resume, force,
+                     cache_dir, progress, train_split, fit_kwargs):
     if resume:
-        saved = json.loads((run_dir / "compress.json").read_text()) if (run_dir / "compress.json").is_file() else None
+        saved = json.loads(run.compress_settings.read_text()) if run.compress_settings.is_file() else None
         if saved != settings:
-            raise TinyascError(f"{run_dir}: --resume with different compression settings than the run was started with")
-    prepare_run_dir(run_dir, exp, resume, force)
+            raise TinyascError(f"{run.path}: --resume with different compression settings than the run was started with")
+    prepare_run_dir(run.path, exp, resume, force, dataset_fingerprint(data_root, train_split))
     if not resume:
-        for name in ("compressed.pt", "compressed_best.pt"):
-            (run_dir / name).unlink(missing_ok=True)
-        write_json(run_dir / "compress.json", settings)
-    train = load_split_features(data_root, "train", exp, cache_dir, progress=progress)
-    evaluate = load_split_features(data_root, "evaluate", exp, cache_dir, num_samples=train["num_samples"],
-                                   progress=progress)
+        write_json(run.compress_settings, settings)
+    train = load_split(data_root, "train", exp, cache_dir, progress=progress, train_split=train_split)
+    evaluate = load_split(data_root, "evaluate", exp, cache_dir,
+                          num_samples=round(train.clip_seconds * exp.features.sample_rate), progress=progress)
 
     student = build_student(teacher, ccfg)  # masks depend only on the teacher: a resumed run rebuilds the same
     loss_fn = None
@@ -179,21 +165,20 @@ def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False
         teachers = [load_checkpoint(p)[0] for p in ccfg.kd_teachers] if ccfg.kd_teachers else [teacher]
         loss_fn = distillation_loss(Teacher(teachers), ccfg.kd_alpha, ccfg.kd_temperature)
     arch = payload["arch"]
-    extra = {"clip_samples": train["num_samples"], "compression": settings}
-    results = fit(student, arch, train, evaluate, exp, run_dir, resume=resume, loss_fn=loss_fn,
+    extra = {"clip_samples": round(train.clip_seconds * exp.features.sample_rate), "compression": settings}
+    results = fit(student, arch, train, evaluate, exp, run.path, resume=resume, loss_fn=loss_fn,
                   after_step=zero_pruned, progress=progress, extra_checkpoint=extra, **fit_kwargs)
 
-    device = resolve_device(exp.train.device)
-    best = read_checkpoint(run_dir / "best.pt")
+    best = read_checkpoint(run.best)
     best_student = build_student(teacher, ccfg)
     best_student.load_state_dict(best["state_dict"])
     compressed = {}
-    for name, model, epoch in (("compressed.pt", student.cpu().eval(), exp.train.epochs),
-                               ("compressed_best.pt", best_student.eval(), best["epoch"])):
-        size = save_compressed(run_dir / name, model, arch, feature_cfg, classes, ccfg,
+    for name, model, epoch in ((run.COMPRESSED, student.cpu().eval(), exp.train.epochs),
+                               (run.COMPRESSED_BEST, best_student.eval(), best["epoch"])):
+        size = save_compressed(run / name, model, arch, feature_cfg, classes, ccfg,
                                experiment=exp.resolved(), epoch=epoch, **extra)
         compressed[name] = {"epoch": epoch, "size": size, "sparsity": sparsity(model)["ratio"],
-                            "metrics": _evaluate_file(run_dir / name, evaluate, device)}
+                            "metrics": evaluate_checkpoints([run / name], data=evaluate)}
     results["compressed"] = compressed
-    write_json(run_dir / "results.json", results)
+    write_json(run.results, results)
     return results

@@ -9,7 +9,6 @@ activations too, while the paper only quantizes weights. Here a Conv2d subclass 
 last.pt/best.pt stay ordinary checkpoints and resuming needs nothing special."""
 import torch
 
-from tinyasc.checkpoint import mark_stored_bits
 from tinyasc.compress.prune import MaskedConv2d, conv_layers, replace_module, zero_pruned
 from tinyasc.errors import TinyascError
 
@@ -104,7 +103,7 @@ def _half_params(model):
 def finalize(model, fp16=True):
     """Make the compression permanent in place, so that `model` (eval mode) computes exactly what its
     compressed checkpoint will: pruned weights re-zeroed, other parameters rounded to fp16 values,
-    storage widths marked for size_report. Returns {parameter name: stored bits}."""
+    Returns {parameter name: stored bits}, the mapping complexity.size_report takes as `bits`."""
     zero_pruned(model)
     bits = {f"{name}.weight": m.bits for name, m in model.named_modules() if isinstance(m, QATConv2d)}
     for name, p in _half_params(model).items():
@@ -114,7 +113,6 @@ def finalize(model, fp16=True):
                 raise TinyascError(f"{name}: values beyond the fp16 range (±65504); cannot store it as fp16")
             p.copy_(half.float())
         bits[name] = 16 if fp16 else p.element_size() * 8
-    mark_stored_bits(model, bits)
     return bits
 
 

@@ -25,7 +25,6 @@ import numpy as np
 import soundfile
 import torch
 from numpy.lib.format import open_memmap
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from tinyasc.data.tau import fix_length, load_clip
@@ -457,20 +456,3 @@ def _extract_batch(start, names, root, cfg_dict, num_samples, out_path):
     out.flush()
     del out
     return [len(x) for x in raw]
-
-
-class FeatureDataset(Dataset):
-    """Items (x (1, F, T) float32, label, device, filename) of `clips`, features from `cache`."""
-
-    def __init__(self, cache, clips):
-        self.cache = cache
-        self.clips = list(clips)
-        if tuple(c.filename for c in self.clips) != cache.filenames:
-            raise CacheError(f"feature cache {cache.path} holds other clips than the ones given")
-
-    def __len__(self):
-        return len(self.clips)
-
-    def __getitem__(self, i):
-        clip = self.clips[i]
-        return self.cache.item(i), clip.label, clip.device, clip.filename

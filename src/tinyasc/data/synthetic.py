@@ -15,12 +15,9 @@ import soundfile
 from scipy import fft as sfft
 from tqdm import tqdm
 
+from tinyasc.dcase import DEVICES, SCENES
 from tinyasc.errors import TinyascError
 
-# Same names and order as the TAU reader (tinyasc.data.tau); repeated so this leaf needs no torch.
-SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
-          "street_pedestrian", "street_traffic", "tram")
-DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
 SEEN_DEVICES = ("b", "c", "s1", "s2", "s3")  # in train only as parallel versions of train A clips
 CITIES = ("amsterdam", "barcelona", "helsinki", "lisbon", "london", "lyon", "madrid", "milan", "paris",
           "prague", "stockholm", "vienna")

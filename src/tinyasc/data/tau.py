@@ -8,18 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from tinyasc.audio import MODEL_RATE, load_audio
 from tinyasc.errors import TinyascError
 
-# DCASE order: label index i is SCENES[i]
-SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
-          "street_pedestrian", "street_traffic", "tram")
-DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
-# "seen" simulated devices appear in training, "unseen" ones only in the evaluation split
-DEVICE_GROUPS = {"real": ("a", "b", "c"), "seen": ("s1", "s2", "s3"), "unseen": ("s4", "s5", "s6")}
+from tinyasc.dcase import DEVICE_GROUPS, DEVICES, SCENES  # noqa: F401 (re-exported)
 
 SPLITS = ("train", "evaluate", "test")
 SPLIT_FILES = {split: f"evaluation_setup/fold1_{split}.csv" for split in SPLITS}
@@ -223,33 +216,3 @@ def load_clip(root, filename, num_samples=None, rate=MODEL_RATE):
     """Mono float32 waveform (N,) of ROOT/filename at `rate`, fixed to `num_samples` when given."""
     x = load_audio(Path(root) / filename, target_rate=rate)
     return x if num_samples is None else fix_length(x, num_samples)
-
-
-class TAUDataset(Dataset):
-    """Items (x, label, device, filename) of one fold-1 split.
-
-    Without `features`, x is the waveform (N,) at 16 kHz; pass `num_samples` to batch clips of
-    unequal length (zero-padded at the end or cropped). With `features` (a FeatureCache built on
-    this split's clips, see tinyasc.data.cache), x is the cached feature map (1, F, T) instead.
-    """
-
-    def __init__(self, root, split, num_samples=None, features=None, clips=None):
-        self.root = check_root(root)
-        self.split = split
-        self.clips = list(clips) if clips is not None else read_split(root, split)
-        self.num_samples = num_samples
-        self.features = features
-        if features is not None and tuple(features.filenames) != tuple(c.filename for c in self.clips):
-            raise DatasetError(f"feature cache {features.path} was built on other clips than "
-                               f"the {split} split of {root}")
-
-    def __len__(self):
-        return len(self.clips)
-
-    def __getitem__(self, i):
-        clip = self.clips[i]
-        if self.features is not None:
-            x = self.features.item(i)  # (1, F, T) float32
-        else:
-            x = torch.from_numpy(load_clip(self.root, clip.filename, self.num_samples))
-        return x, clip.label, clip.device, clip.filename

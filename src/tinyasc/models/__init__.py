@@ -1,21 +1,28 @@
 """Model registry: architectures (class + frozen config) and named presets (a plain dict, no decorators)."""
-import dataclasses
-
+from tinyasc.config import config_from_dict  # noqa: F401 (re-exported: the one config parser)
 from tinyasc.errors import TinyascError
-from tinyasc.models.baselines import CPResNet, CPResNetConfig, OriginalBCResNet, OriginalBCResNetConfig
-from tinyasc.models.bc_resnet import BCResNet, BCResNetConfig
+from tinyasc.models.baselines import CPResNet, CPResNetConfig, BCResNet, BCResNetConfig
+from tinyasc.models.bc_resnet import BCResNetASC, BCResNetASCConfig
 
 # architecture name → (module class, config class); a checkpoint stores the architecture name + config
 ARCHITECTURES = {
-    "bc_resnet": (BCResNet, BCResNetConfig),
-    "bc_resnet_original": (OriginalBCResNet, OriginalBCResNetConfig),
+    "bc_resnet_asc": (BCResNetASC, BCResNetASCConfig),
+    "bc_resnet_original": (BCResNet, BCResNetConfig),
     "cp_resnet": (CPResNet, CPResNetConfig),
 }
 
+# older names of architectures, still accepted (checkpoints written before the rename load unchanged)
+ARCH_ALIASES = {"bc_resnet": "bc_resnet_asc"}
+
+
+def canonical_arch(name):
+    return ARCH_ALIASES.get(name, name)
+
+
 # preset name → (architecture, config overrides, one-line description)
 MODELS = {
-    "bc_resnet_asc_1": ("bc_resnet", {"base_channels": 10}, "BC-ResNet-ASC-1 (c=10) + ResNorm, Table 1"),
-    "bc_resnet_asc_8": ("bc_resnet", {"base_channels": 80}, "BC-ResNet-ASC-8 (c=80) + ResNorm, Table 1"),
+    "bc_resnet_asc_1": ("bc_resnet_asc", {"base_channels": 10}, "BC-ResNet-ASC-1 (c=10) + ResNorm, Table 1"),
+    "bc_resnet_asc_8": ("bc_resnet_asc", {"base_channels": 80}, "BC-ResNet-ASC-8 (c=80) + ResNorm, Table 1"),
     "bc_resnet_8": ("bc_resnet_original", {"tau": 8, "sub_bands": 4},
                     "original BC-ResNet-8 (KWS layout, time dilation), 4 SSN groups, Table 2"),
     "cp_resnet": ("cp_resnet", {"base_channels": 64, "rho": 5}, "CP-ResNet (c=64, rho=5), Table 2"),
@@ -24,22 +31,6 @@ MODELS = {
 
 def list_models():
     return sorted(MODELS)
-
-
-def config_from_dict(cls, d):
-    """Build a frozen config dataclass from a plain dict (JSON lists become tuples)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise TinyascError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(names)}")
-    for f in dataclasses.fields(cls):  # a number field given a word (e.g. --set train.epochs=abc)
-        if f.name in d and isinstance(f.default, (int, float)) and not isinstance(f.default, bool) \
-                and not isinstance(d[f.name], (int, float)):
-            raise TinyascError(f"bad {cls.__name__}: {f.name} must be a number, not {d[f.name]!r}")
-    try:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-    except (TypeError, ValueError) as e:
-        raise TinyascError(f"bad {cls.__name__}: {e}") from None
 
 
 def model_config(name, **overrides):
@@ -52,7 +43,8 @@ def model_config(name, **overrides):
 
 
 def build_model(arch, cfg):
-    """Instantiate architecture `arch` from a config object or dict."""
+    """Instantiate architecture `arch` (or an old alias of it) from a config object or dict."""
+    arch = canonical_arch(arch)
     if arch not in ARCHITECTURES:
         raise TinyascError(f"unknown architecture {arch!r}; available: {', '.join(sorted(ARCHITECTURES))}")
     model_cls, cfg_cls = ARCHITECTURES[arch]
@@ -61,6 +53,6 @@ def build_model(arch, cfg):
     return model_cls(cfg)
 
 
-def create_model(name, **overrides):
+def create_model(name: str, **overrides) -> "torch.nn.Module":  # noqa: F821
     """A fresh model of preset `name`, e.g. create_model("bc_resnet_asc_1", resnorm="none")."""
     return build_model(*model_config(name, **overrides))

@@ -196,7 +196,7 @@ class CPResNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class OriginalBCResNetConfig:
+class BCResNetConfig:
     # width and task: BC-ResNet-τ has 8τ base channels (BC-ResNet-8: 64)
     tau: float = 8
     num_classes: int = 10
@@ -244,7 +244,7 @@ class OriginalBCResNetConfig:
         return bins
 
 
-class OriginalBCResNet(nn.Module):
+class BCResNet(nn.Module):
     """The original BC-ResNet (Kim et al. 2021) — Table 2's 'BC-ResNet-8, num SSN group = 4'. Input log-mel
     (B, 1, F, T) → logits (B, num_classes).
 
@@ -259,7 +259,7 @@ class OriginalBCResNet(nn.Module):
     −2,944); n_mels changes no weight shape. So 317.6k is most likely truncated to 317k in the paper
     (it rounds elsewhere: 314,970 → 315k); the 0.2% gap is not a layer we are missing."""
 
-    def __init__(self, cfg=OriginalBCResNetConfig()):
+    def __init__(self, cfg=BCResNetConfig()):
         super().__init__()
         self.cfg = cfg
         stem_width, widths, head_width = cfg.widths()

@@ -9,7 +9,7 @@ from tinyasc.models.norm import GlobalFreqNorm, ResNorm, SubSpectralNorm
 
 
 @dataclass(frozen=True)
-class BCResNetConfig:
+class BCResNetASCConfig:
     # width and task
     base_channels: int = 10  # c in Table 1: c=10 is BC-ResNet-ASC-1, c=80 is BC-ResNet-ASC-8
     num_classes: int = 10
@@ -95,14 +95,14 @@ class BCResBlock(nn.Module):
                 ((1, 3), (1, self.stride[1]), (1, self.dilation[1]))]
 
 
-class BCResNet(nn.Module):
+class BCResNetASC(nn.Module):
     """BC-ResNet-ASC (Table 1). Input log-mel (B, 1, F, T) → class logits (B, num_classes).
 
     stem conv 5×5 stride 2 → 2c; stages of BC-ResBlocks (c, 1.5c, 2c, 2.5c with 2, 2, 2, 3 blocks),
     max-pool 2×2 after stages 1 and 2; 1×1 conv to classes scores every receptive field, and global
     average pooling averages them. Any input length works (T ≥ 8 frames)."""
 
-    def __init__(self, cfg=BCResNetConfig()):
+    def __init__(self, cfg=BCResNetASCConfig()):
         super().__init__()
         self.cfg = cfg
         stem_width, widths = cfg.widths()

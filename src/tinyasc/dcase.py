@@ -1,0 +1,12 @@
+"""DCASE Task 1 (TAU Urban Acoustic Scenes Mobile) constants, in one place: the ten scene classes in
+DCASE order, the recording devices and their groups (paper Table 3: real A, B, C; simulated devices
+seen in training S1–S3; unseen S4–S6)."""
+
+# label index i is SCENES[i]; the submission files' column order
+SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
+          "street_pedestrian", "street_traffic", "tram")
+DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
+# "seen" simulated devices appear in training, "unseen" ones only in the evaluation split.
+# A group's accuracy is pooled over the clips of its devices (tinyasc.evaluate.metrics); on the
+# evaluate split every device has the same number of clips, so it equals the mean of the devices'.
+DEVICE_GROUPS = {"real": ("a", "b", "c"), "seen": ("s1", "s2", "s3"), "unseen": ("s4", "s5", "s6")}
