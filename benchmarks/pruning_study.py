@@ -88,6 +88,44 @@ def run_cells(args):
                 report(args.runs)
 
 
+def prune_only(args):
+    """Evaluate accuracy right after pruning (teacher's weights and norm statistics, float, no fine-tuning)
+    of every finished teacher of `args.width`, every scope and ratio: one forward pass per cell."""
+    import copy
+
+    import numpy as np
+
+    from tinyasc.compress.pipeline import compress_experiment
+    from tinyasc.compress.prune import prune
+    from tinyasc.evaluate import metrics, predict, softmax
+    from tinyasc.runs import load_split_features
+
+    torch.set_num_threads(1)
+    for teacher in sorted(Path(args.runs).glob(f"c{args.width}/seed*/teacher")):
+        out = teacher.parent / "prune_only.json"
+        if not (teacher / "results.json").is_file() or out.is_file():
+            continue
+        model, _, classes, _ = load_checkpoint(teacher / "last.pt")
+        exp, _ = compress_experiment(teacher / "last.pt")
+        train = load_split_features(args.data, "train", exp, progress=False)
+        data = load_split_features(args.data, "evaluate", exp, num_samples=train["num_samples"], progress=False)
+        x = torch.from_numpy(np.asarray(data["features"], dtype=np.float32)).unsqueeze(1)
+
+        def accuracy(m):
+            probs = softmax(predict(m.eval(), (x[i:i + 64] for i in range(0, len(x), 64))))
+            return metrics(probs, np.asarray(data["labels"]), np.asarray(data["devices"]), classes)["accuracy"]
+
+        cells = [{"ratio": 0.0, "scope": "none", "accuracy": accuracy(model)}]
+        for ratio in sorted(args.ratios, reverse=True):
+            for scope in args.scopes:
+                student = copy.deepcopy(model)
+                prune(student, ratio, scope)
+                cells.append({"ratio": ratio, "scope": scope, "accuracy": accuracy(student)})
+                print(teacher, cells[-1], flush=True)
+        out.write_text(json.dumps(cells, indent=1))
+        report(args.runs)
+
+
 def _mean_std(values):
     if not values:
         return "–"
@@ -111,7 +149,10 @@ def report(runs):
         for ratio in RATIOS:
             for scope in SCOPES:
                 untrained.append({"width": width, "ratio": ratio, "scope": scope, **alive(model, ratio, scope)})
-    data = {"default_scope": DEFAULT_SCOPE, "untrained_alive": untrained, "teachers": teachers, "cells": cells}
+    pruned = [{"width": int(p.parts[-3][1:]), "seed": int(p.parts[-2][4:]), **c}
+              for p in sorted(runs.glob("c*/seed*/prune_only.json")) for c in json.loads(p.read_text())]
+    data = {"default_scope": DEFAULT_SCOPE, "untrained_alive": untrained, "teachers": teachers, "cells": cells,
+            "prune_only": pruned}
     RESULTS.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
 
     lines = ["# Pruning study (benchmarks/pruning_study.py)", "",
@@ -143,6 +184,16 @@ def report(runs):
                              f"{statistics.mean(c['all_alive'] for c in group):.3f} | "
                              f"{_mean_std([c['accuracy'] for c in group])} | "
                              f"{','.join(str(c['seed']) for c in group)} | {statistics.mean(c['wall_s'] for c in group):.0f} |")
+    for width in sorted({c["width"] for c in pruned}):
+        mine = [c for c in pruned if c["width"] == width]
+        seeds = sorted({c["seed"] for c in mine})
+        lines += ["", f"## c = {10 * width}: accuracy right after pruning (no fine-tuning, float)", "",
+                  f"Seeds {seeds}; unpruned teacher: {_mean_std([c['accuracy'] for c in mine if c['scope'] == 'none'])} %.", "",
+                  "| ratio | " + " | ".join(SCOPES) + " |", "|---|" + "---|" * len(SCOPES)]
+        for ratio in RATIOS:
+            lines.append(f"| {ratio} | " + " | ".join(_mean_std([c["accuracy"] for c in mine
+                                                                  if c["ratio"] == ratio and c["scope"] == s])
+                                                      for s in SCOPES) + " |")
     RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -157,8 +208,12 @@ def main():
     ap.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=SCOPES)
     ap.add_argument("--report", action="store_true", help="only rewrite the result files")
+    ap.add_argument("--prune-only", action="store_true", help="accuracy right after pruning, no fine-tuning "
+                    "(every finished teacher of --width)")
     args = ap.parse_args()
-    if not args.report:
+    if args.prune_only:
+        prune_only(args)
+    elif not args.report:
         run_cells(args)
     report(args.runs)
 
