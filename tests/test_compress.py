@@ -13,7 +13,8 @@ from tinyasc.cli import main
 from tinyasc.complexity import size_report
 from tinyasc.compress.distill import Teacher, distillation_loss, kd_loss
 from tinyasc.compress.pipeline import CompressConfig, build_student, compress_experiment, save_compressed
-from tinyasc.compress.prune import magnitude_masks, prune, sparsity, zero_pruned
+from tinyasc.compress.prune import (DEFAULT_SCOPE, alive_filters, conv_layers, is_depthwise, magnitude_masks, prune,
+                                    sparsity, zero_pruned)
 from tinyasc.compress.quantize import QATConv2d, fake_quantize, prepare_qat, quantize
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
@@ -49,7 +50,7 @@ def conv_weights(model):
 
 def test_layer_pruning_hits_the_target_in_every_conv():
     model = trained_like("bc_resnet_asc_8")
-    masks = prune(model, 0.89)
+    masks = prune(model, 0.89, scope="layer")
     report = sparsity(model)
     assert report["ratio"] == pytest.approx(0.89, abs=1e-4) and report["weights"] == 300_320
     for name, w in conv_weights(model).items():
@@ -66,6 +67,43 @@ def test_global_pruning_hits_the_target_without_wiping_out_a_layer():
     assert all(m.float().mean() >= 0.02 - 1e-9 for m in masks.values())
     unprotected = magnitude_masks(model, 0.89, scope="global", min_keep=0.0)
     assert min(int(m.sum()) for m in unprotected.values()) == 0  # why the floor exists
+
+
+def depthwise_names(model):
+    return {n for n, m in conv_layers(model).items() if is_depthwise(m)}
+
+
+@pytest.mark.parametrize("name", ["bc_resnet_asc_8", "bc_resnet_asc_1"])
+def test_default_pruning_keeps_every_depthwise_filter_alive_at_the_target_total(name):
+    def fresh():  # untrained, random weights
+        torch.manual_seed(0)
+        return create_model(name, resnorm="all")
+
+    dw = depthwise_names(fresh())
+    assert len(dw) == 18 and CompressConfig().prune_scope == DEFAULT_SCOPE  # 9 blocks × (3×1, 1×3)
+    for ratio in (0.5, 0.75, 0.89):
+        model = fresh()
+        masks = prune(model, ratio)  # the default scope, as `tinyasc compress` uses it
+        alive, filters = alive_filters(masks, dw)
+        assert alive == filters  # every 3-weight depthwise filter keeps at least one weight
+        per_layer = magnitude_masks(model, ratio, scope="layer")
+        kept, total = sum(int(m.sum()) for m in masks.values()), sum(m.numel() for m in masks.values())
+        assert kept == sum(int(m.sum()) for m in per_layer.values())  # the per-layer scope's budget, exactly
+        assert abs((total - kept) - ratio * total) <= 0.5 * len(masks)  # within one weight per layer rounding
+        assert sparsity(model)["zeros"] == total - kept  # kept weights are non-zero, pruned ones exactly zero
+        model = fresh()
+        if ratio == 0.89:  # one weight per filter: its largest; the per-layer scope cuts most filters off
+            for n in dw:
+                w = model.get_submodule(n).weight.detach().abs().flatten(1)
+                assert torch.equal(masks[n].flatten(1), w == w.max(1, keepdim=True).values)
+            assert alive_filters(per_layer, dw)[0] < 0.4 * filters
+    if name == "bc_resnet_asc_8":  # the README's size: 33,036 non-zero int8 conv weights at 0.89
+        assert kept == 33_036
+
+
+def test_dw_floor_refuses_a_ratio_that_leaves_fewer_weights_than_depthwise_filters():
+    with pytest.raises(TinyascError, match="dw_floor"):
+        magnitude_masks(create_model("bc_resnet_asc_1"), 0.95, scope="dw_floor")
 
 
 def test_fake_quantization_is_symmetric_int8_and_keeps_zeros():
@@ -136,7 +174,7 @@ def test_pruned_weights_are_zero_after_fine_tuning_and_in_the_compressed_checkpo
     root, ckpt = teacher
     exp, ccfg = compress_experiment(ckpt, sets=TINY + ["train.lr=0.2"])  # a large lr: any leak would show
     run_compression(ckpt, root, tmp_path / "c", exp, ccfg, progress=False)
-    masks = magnitude_masks(load_checkpoint(ckpt)[0], 0.89)
+    masks = magnitude_masks(load_checkpoint(ckpt)[0], 0.89, ccfg.prune_scope)
     before = conv_weights(load_checkpoint(ckpt)[0])
     for file in ("last.pt", "best.pt", "compressed.pt", "compressed_best.pt"):
         weights = conv_weights(load_checkpoint(tmp_path / "c" / file)[0])

@@ -11,7 +11,7 @@ from pathlib import Path
 from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from tinyasc.complexity import size_report
 from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distillation_loss
-from tinyasc.compress.prune import SCOPES, prune, sparsity, zero_pruned
+from tinyasc.compress.prune import DEFAULT_SCOPE, SCOPES, prune, sparsity, zero_pruned
 from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_qat
 from tinyasc.errors import TinyascError
 from tinyasc.config import config_from_dict
@@ -28,7 +28,7 @@ from tinyasc.train import fit
 class CompressConfig:
     # §3.3: prune the convolutions to 89% zeros, store their weights at 8 bits and the rest at 16 bits
     prune: float = 0.89  # fraction of conv weights set to zero; 0 = no pruning
-    prune_scope: str = "layer"  # "layer" (default, see prune.magnitude_masks) or "global"
+    prune_scope: str = DEFAULT_SCOPE  # "dw_floor" (default), "layer" or "global": see prune.magnitude_masks
     prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
     bits: int = 8  # conv weight bits (symmetric, QAT); 0 = no quantization
     per_channel: bool = False  # per-tensor by default: 1 scale per conv, where per-channel scales

@@ -9,7 +9,8 @@ from torch import nn
 
 from tinyasc.errors import TinyascError
 
-SCOPES = ("layer", "global")
+SCOPES = ("dw_floor", "layer", "global")
+DEFAULT_SCOPE = "dw_floor"  # chosen by benchmarks/pruning_study.py (README, Compression)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -54,14 +55,77 @@ def _top_k_mask(scores, keep):
     return mask.view_as(scores)
 
 
-def magnitude_masks(model, ratio, scope="layer", exclude=(), min_keep=0.02):
+def is_depthwise(conv):
+    """True for a depthwise convolution (one input channel per filter, several filters): BC-ResNet's
+    3×1 frequency and 1×3 temporal convs, whose filters hold only 3 weights each."""
+    return conv.groups > 1 and conv.groups == conv.in_channels
+
+
+def alive_filters(masks, layers=None):
+    """(alive, total) output filters with at least one kept weight, over `masks` ({name: bool mask with
+    filters on dim 0}); `layers` restricts the count to those names (e.g. the depthwise convs)."""
+    names = masks if layers is None else [n for n in masks if n in layers]
+    alive = sum(int(masks[n].flatten(1).any(1).sum()) for n in names)
+    return alive, sum(masks[n].shape[0] for n in names)
+
+
+def _largest_remainder(shares, total):
+    """Integers ≥ floor(share) summing to `total` (Hamilton apportionment; ties by position)."""
+    base = {name: math.floor(x) for name, x in shares.items()}
+    order = sorted(shares, key=lambda name: base[name] - shares[name])  # largest fractional part first
+    for name in order[:total - sum(base.values())]:
+        base[name] += 1
+    return base
+
+
+def _dw_floor_masks(scores, floors, keep_total):
+    """Per-layer magnitude masks where every filter of a layer in `floors` keeps its largest weight, and
+    the layers share `keep_total` kept weights in proportion to their size wherever that is above their
+    floor (one common keep fraction q, solved for; the rest take exactly their floor)."""
+    need = sum(floors.values())
+    if keep_total < need:
+        raise TinyascError(f"pruning ratio too high for prune_scope 'dw_floor': it keeps {keep_total} conv weights, "
+                           f"fewer than the {need} depthwise filters that each keep one")
+    at_floor = set()
+    while True:  # layers whose proportional share q·n is below their floor are held at the floor
+        free = [name for name in scores if name not in at_floor]
+        q = (keep_total - sum(floors.get(n, 0) for n in at_floor)) / max(1, sum(scores[n].numel() for n in free))
+        low = {n for n in free if q * scores[n].numel() < floors.get(n, 0)}
+        if not low:
+            break
+        at_floor |= low
+    keep = _largest_remainder({n: q * scores[n].numel() for n in free}, keep_total - sum(floors[n] for n in at_floor))
+    keep.update({n: floors[n] for n in at_floor})
+    masks = {}
+    for name, s in scores.items():
+        k = min(keep[name], s.numel())
+        if name not in floors:
+            masks[name] = _top_k_mask(s, k)
+            continue
+        flat = s.flatten(1)
+        floor = torch.zeros_like(flat, dtype=torch.bool)
+        floor[torch.arange(flat.shape[0]), flat.argmax(1)] = True  # every filter's largest |w|
+        rest = _top_k_mask(torch.where(floor, -1.0, flat), k - int(floor.sum()))  # |w| ≥ 0 > −1: floor ranks last
+        masks[name] = (floor | rest).view_as(s)
+    return masks
+
+
+def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02):
     """{conv name: bool mask (True = kept)} pruning a fraction `ratio` of the conv weights by |w|.
 
-    scope="layer" (default): every conv loses round(ratio · n) of its own n weights, so every layer
-    keeps 1 − ratio of its weights and the achieved ratio equals the target up to rounding. We default
-    to it because every conv of BC-ResNet-ASC but the head feeds a BatchNorm/SubSpectralNorm, which makes
-    the layer's output invariant to the scale of its weights, so |w| is comparable within a layer but
-    not across layers.
+    scope="dw_floor" (default): as "layer", except that every depthwise filter (3 weights in
+    BC-ResNet-ASC) keeps at least its largest weight, and the other layers give up what that costs, so
+    the total kept count is exactly the "layer" scope's. Plain per-layer pruning at 0.89 leaves a
+    3-weight filter 0.33 weights on average: ~70% of the depthwise channels lose their whole filter and
+    carry only a constant (their norm's bias) — in a transition block, which has no identity shortcut,
+    that channel is cut. At 0.89 each depthwise filter keeps exactly one weight, and the other layers
+    are pruned a little more (BC-ResNet-ASC-8: 89.6% instead of 89%; BC-ResNet-ASC-1, whose depthwise
+    convs are 16% of its conv weights: 93.2%).
+    scope="layer": every conv loses round(ratio · n) of its own n weights, so every layer keeps
+    1 − ratio of its weights and the achieved ratio equals the target up to rounding. Ranking within a
+    layer (not across): every conv of BC-ResNet-ASC but the head feeds a BatchNorm/SubSpectralNorm, which
+    makes the layer's output invariant to the scale of its weights, so |w| is comparable within a layer
+    but not across layers.
     scope="global": one |w| threshold over all convs, except that a layer it would leave with fewer
     than ceil(min_keep · n) weights keeps its ceil(min_keep · n) largest and the others share the
     rest of the budget. Without this floor a global threshold at 0.89 on a freshly initialised
@@ -75,6 +139,9 @@ def magnitude_masks(model, ratio, scope="layer", exclude=(), min_keep=0.02):
     scores = {name: m.weight.detach().abs().float().cpu() for name, m in layers.items()}
     if scope == "layer":
         return {name: _top_k_mask(s, s.numel() - round(ratio * s.numel())) for name, s in scores.items()}
+    if scope == "dw_floor":
+        floors = {name: m.out_channels for name, m in layers.items() if is_depthwise(m)}
+        return _dw_floor_masks(scores, floors, sum(s.numel() - round(ratio * s.numel()) for s in scores.values()))
     total = sum(s.numel() for s in scores.values())
     keep_total = total - round(ratio * total)
     floors = {name: min(s.numel(), math.ceil(min_keep * s.numel())) for name, s in scores.items()}
@@ -94,7 +161,7 @@ def magnitude_masks(model, ratio, scope="layer", exclude=(), min_keep=0.02):
     return {name: masks[name] for name in scores}
 
 
-def prune(model, ratio, scope="layer", exclude=(), min_keep=0.02):
+def prune(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02):
     """Prune `model` in place: zero the smallest weights and replace each pruned Conv2d by a
     MaskedConv2d holding its mask. Returns the masks ({conv name: bool tensor})."""
     masks = magnitude_masks(model, ratio, scope, exclude, min_keep)
