@@ -93,12 +93,11 @@ def prune_only(args):
     of every finished teacher of `args.width`, every scope and ratio: one forward pass per cell."""
     import copy
 
-    import numpy as np
 
     from tinyasc.compress.pipeline import compress_experiment
     from tinyasc.compress.prune import prune
-    from tinyasc.evaluate import metrics, predict, softmax
-    from tinyasc.runs import load_split_features
+    from tinyasc.evaluate import batch_logits, metrics, softmax
+    from tinyasc.runs import load_split
 
     torch.set_num_threads(1)
     for teacher in sorted(Path(args.runs).glob(f"c{args.width}/seed*/teacher")):
@@ -107,13 +106,13 @@ def prune_only(args):
             continue
         model, _, classes, _ = load_checkpoint(teacher / "last.pt")
         exp, _ = compress_experiment(teacher / "last.pt")
-        train = load_split_features(args.data, "train", exp, progress=False)
-        data = load_split_features(args.data, "evaluate", exp, num_samples=train["num_samples"], progress=False)
-        x = torch.from_numpy(np.asarray(data["features"], dtype=np.float32)).unsqueeze(1)
+        train = load_split(args.data, "train", exp, progress=False)
+        data = load_split(args.data, "evaluate", exp, num_samples=round(train.clip_seconds * exp.features.sample_rate),
+                          progress=False)
 
         def accuracy(m):
-            probs = softmax(predict(m.eval(), (x[i:i + 64] for i in range(0, len(x), 64))))
-            return metrics(probs, np.asarray(data["labels"]), np.asarray(data["devices"]), classes)["accuracy"]
+            probs = softmax(batch_logits(m, data.features))
+            return metrics(probs, data.labels, data.devices, classes)["accuracy"]
 
         cells = [{"ratio": 0.0, "scope": "none", "accuracy": accuracy(model)}]
         for ratio in sorted(args.ratios, reverse=True):
