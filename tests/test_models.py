@@ -14,6 +14,8 @@ DOCUMENTED_PARAMS = {
     "bc_resnet_asc_8": 314970,
     "bc_resnet_8": 317610,
     "cp_resnet": 896980,
+    "bc_resnet_asc_dcase2024_fp16": 63879,  # c=34, README "DCASE complexity rules"
+    "bc_resnet_asc_dcase2024_int8": 124265,  # c=49
 }
 
 

@@ -43,9 +43,15 @@ def cmd_info(args):
     info["model"] = label
     if hasattr(model, "resnorm_lambdas"):
         info["resnorm_lambdas"] = model.resnorm_lambdas()
+    if args.rules:
+        from tinyasc.rules import check_rules
+
+        one_second = (1, 1, feature_cfg.n_mels, feature_cfg.num_frames(feature_cfg.sample_rate))
+        info["rules"] = check_rules(model, args.rules, clip_seconds=args.seconds, input_shape=one_second,
+                                    scheme=args.storage)
     if args.json:
         print(json.dumps(info, indent=2))
-        return 0
+        return 1 if args.check and args.rules and not info["rules"]["pass"] else 0
     rf = info.get("receptive_field")
     print(f"model            {label}")
     print(f"parameters       {info['params']:,}")
@@ -68,6 +74,12 @@ def cmd_info(args):
             print(f"{row['name']:48s} {str(tuple(row['shape'])):>18s} {row['nonzero']:>9,} {row['bits']:>4} {row['bytes']:>9.0f}")
         for bits, group in sorted(report["by_bits"].items()):
             print(f"  {bits:>2}-bit: {group['nonzero']:,} non-zero, {_kb(group['bytes'])}")
+    if args.rules:
+        from tinyasc.rules import format_report
+
+        print(format_report(info["rules"]))
+        if args.check and not info["rules"]["pass"]:
+            return 1
     return 0
 
 
@@ -75,8 +87,13 @@ def cmd_models(args):
     from tinyasc.complexity import count_params
     from tinyasc.models import MODELS, create_model
 
+    from tinyasc.rules import passing_rule_sets, preset_storage
+
     for name in sorted(MODELS):
-        print(f"{name:20s} {count_params(create_model(name)):>10,} params  {MODELS[name][2]}")
+        model = create_model(name)
+        passes = ",".join(passing_rule_sets(model, scheme=preset_storage(name))) or "none"
+        print(f"{name:28s} {count_params(model):>10,} params  passes ({preset_storage(name)}): {passes}  "
+              f"{MODELS[name][2]}")
     return 0
 
 
@@ -361,6 +378,12 @@ def build_parser():
                    "OpenMP wait policy, torch version, CPU ISA flags")
     p.add_argument("--seconds", type=float, default=10.0, help="clip length for MACs (default 10 s)")
     p.add_argument("--layers", action="store_true", help="per-tensor size breakdown")
+    p.add_argument("--rules", choices=["dcase2021", "dcase2022", "dcase2023", "dcase2024", "dcase2025"],
+                   help="check a DCASE Task 1 complexity rule set and print PASS/FAIL per limit")
+    p.add_argument("--check", action="store_true", help="with --rules: exit 1 when a limit fails")
+    p.add_argument("--storage", choices=["fp32", "fp16", "int8", "dcase"],
+                   help="with --rules: count parameters at this precision instead of as stored "
+                        "(dcase = 8-bit conv weights, fp16 rest)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="list registered models")
