@@ -6,7 +6,7 @@ import sys
 import pytest
 import torch
 
-from tinyasc.complexity import count_macs, count_params
+from tinyasc.complexity import count_params
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
 from tinyasc.models import MODELS, create_model

@@ -48,7 +48,7 @@ def cmd_info(args):
 
         one_second = (1, 1, feature_cfg.n_mels, feature_cfg.num_frames(feature_cfg.sample_rate))
         info["rules"] = check_rules(model, args.rules, clip_seconds=args.seconds, input_shape=one_second,
-                                    scheme=args.storage)
+                                    scheme=args.storage, bits=bits)
     if args.json:
         print(json.dumps(info, indent=2))
         return 1 if args.check and args.rules and not info["rules"]["pass"] else 0

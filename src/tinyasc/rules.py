@@ -6,7 +6,6 @@
   dcase2025 applies the same limits to each device-specific model (`check_rules` on each one).
 
 `check_rules(model, rule_set, clip_seconds, ...)` is what train/compress call at the end."""
-import torch
 
 from tinyasc.complexity import count_macs, count_nonzero, count_params, size_bytes, stored_bits
 from tinyasc.errors import TinyascError
@@ -24,17 +23,19 @@ RULE_SETS = {
 }
 
 
-def param_bytes_all(model, scheme=None):
-    """Σ over parameters of numel × stored bytes (zeros included)."""
+def param_bytes_all(model, scheme=None, bits=None):
+    """Σ over parameters of numel × stored bytes (zeros included); `bits`: a compressed model's stored
+    widths ({parameter name: bits}, checkpoint.stored_bits)."""
     total = 0.0
-    for module in model.modules():
+    for module_name, module in model.named_modules():
         for name, p in module.named_parameters(recurse=False):
-            total += p.numel() * stored_bits(module, name, p, scheme) / 8
+            full = f"{module_name}.{name}".lstrip(".")
+            total += p.numel() * stored_bits(module, name, p, scheme, bits, full) / 8
     return total
 
 
 def check_rules(model, rule_set, clip_seconds=1.0, input_shape=None, n_mels=None, frames_per_second=None,
-                scheme=None):
+                scheme=None, bits=None):
     """Check `model` against `rule_set`. MACs are measured on an input of 1 s (`input_shape` is the
     (1, 1, n_mels, frames) for 1 s; else built from n_mels and frames_per_second) and reported for the
     training clip length too. `scheme` overrides the stored precision (see complexity.SCHEMES).
@@ -50,11 +51,11 @@ def check_rules(model, rule_set, clip_seconds=1.0, input_shape=None, n_mels=None
               "nonzero_params": count_nonzero(model), "macs_per_second": macs_1s,
               "clip_seconds": clip_seconds, "macs_per_clip": macs_1s * clip_seconds, "limits": []}
     if rule_set == "dcase2021":
-        value = size_bytes(model, scheme)
+        value = size_bytes(model, scheme, bits)
         report["limits"].append({"name": "non-zero parameter memory", "limit": KB_2021, "value": value,
                                  "unit": "B", "pass": value <= KB_2021})
     else:
-        value = param_bytes_all(model, scheme)
+        value = param_bytes_all(model, scheme, bits)
         report["limits"].append({"name": "parameter memory (all params)", "limit": BYTES_2022, "value": value,
                                  "unit": "B", "pass": value <= BYTES_2022})
         report["limits"].append({"name": "MACs per 1 s of audio", "limit": MACS_PER_SECOND, "value": macs_1s,
