@@ -146,6 +146,12 @@ def _print_system(as_json):
     return 0
 
 
+def _print_rules(results):
+    if results.get("rules"):
+        print("DCASE complexity rules (as stored): " + ", ".join(
+            f"{name} {'PASS' if r['pass'] else 'FAIL'}" for name, r in results["rules"].items()))
+
+
 def cmd_train(args):
     from tinyasc.runs import run_training
 
@@ -159,6 +165,7 @@ def cmd_train(args):
 
         print(format_table([(f"{exp.name} (last epoch)", results["last"]),
                             (f"{exp.name} (best epoch {results['best_epoch']})", results["best"])]))
+        _print_rules(results)
     return 0
 
 
@@ -215,6 +222,7 @@ def cmd_compress(args):
     groups = ", ".join(f"{g['nonzero']:,} non-zero at {bits} bits = {_kb(g['bytes'])}" for bits, g in size["by_bits"].items())
     print(f"pruned {100 * out['compressed.pt']['sparsity']:.1f}% of conv weights; size {_kb(size['total_bytes'])} ({groups})")
     print(f"wrote {args.out}/compressed.pt and compressed_best.pt (int8 + fp16)")
+    _print_rules(results)
     return 0
 
 

@@ -90,3 +90,12 @@ def passing_rule_sets(model, scheme=None, n_mels=None, frames_per_second=None):
     frames = frames_per_second or cfg.num_frames(cfg.sample_rate)
     return [name for name in RULE_SETS
             if check_rules(model, name, input_shape=(1, 1, cfg.n_mels, frames), scheme=scheme)["pass"]]
+
+
+def check_all(model, feature_cfg, clip_seconds, bits=None):
+    """{rule set: check_rules report} of a trained model as stored (`bits`: a compressed model's widths),
+    with MACs measured on 1 s of audio at its feature config: what train and compress record in
+    results.json."""
+    one_second = (1, 1, feature_cfg.n_mels, feature_cfg.num_frames(feature_cfg.sample_rate))
+    return {name: check_rules(model, name, clip_seconds=clip_seconds, input_shape=one_second, bits=bits)
+            for name in RULE_SETS}

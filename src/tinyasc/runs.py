@@ -125,8 +125,14 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
         torch.manual_seed(exp.train.seed)  # the initialisation stream (fit seeds its own dropout stream)
         model = build_model(resolved["arch"], resolved["model_config"])
         extra = {"clip_samples": round(train.clip_seconds * exp.features.sample_rate), "train_split": train_split}
-        return fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
-                   extra_checkpoint=extra, **fit_kwargs)
+        results = fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
+                      extra_checkpoint=extra, **fit_kwargs)
+        if env.main:  # the DCASE complexity rules, as trained (float): recorded beside the accuracy
+            from tinyasc.rules import check_all
+
+            results["rules"] = check_all(model.cpu(), exp.features, train.clip_seconds)
+            write_json(RunDir(run_dir).results, results)
+        return results
 
 
 def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True, train_split=None):

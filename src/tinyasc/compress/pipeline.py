@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, stored_bits
 from tinyasc.complexity import size_report
 from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distillation_loss
 from tinyasc.compress.prune import DEFAULT_SCOPE, SCOPES, prune, sparsity, zero_pruned
@@ -180,5 +180,9 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
         compressed[name] = {"epoch": epoch, "size": size, "sparsity": sparsity(model)["ratio"],
                             "metrics": evaluate_checkpoints([run / name], data=evaluate)}
     results["compressed"] = compressed
+    from tinyasc.rules import check_all  # the DCASE complexity rules of the stored int8 + fp16 model
+
+    packed, _, _, packed_payload = load_checkpoint(run.compressed)
+    results["rules"] = check_all(packed, feature_cfg, train.clip_seconds, bits=stored_bits(packed_payload))
     write_json(run.results, results)
     return results
