@@ -104,3 +104,35 @@ def test_kd_loss_zero_at_teacher_and_positive_elsewhere():
     t = kd_targets(z, 3.0)
     assert kd_loss(z, t, 3.0).abs() < 1e-6
     assert kd_loss(torch.zeros(5, 3), t, 3.0) > 1e-3
+
+
+def test_device_response_family_roundtrip_and_augmentation(tmp_path):
+    from tinyasc.device_response import (device_response, load_impulse_responses, make_responses,
+                                         mel_log_gain, response_table)
+    paths = make_responses(tmp_path / "irs", count=3, seed=0)
+    assert len(paths) == 3
+    irs = load_impulse_responses(tmp_path / "irs")
+    table = response_table(irs)
+    assert table.shape == (3, 256) and torch.isfinite(table).all()
+    assert table.abs().max() > 0.5  # the EQ curves are not flat
+    # a unit impulse has a flat (zero) mel gain
+    delta = np.zeros(64, dtype=np.float32)
+    delta[0] = 1
+    assert mel_log_gain(delta).abs().max() < 1e-4
+    x = torch.randn(8, 1, 256, 10)
+    g = torch.Generator().manual_seed(0)
+    assert device_response(x, table, p=0.0, generator=g) is x
+    out = device_response(x, table, p=1.0, generator=g)
+    d = (out - x)[:, 0, :, 0]
+    assert all(any(torch.allclose(row, t, atol=1e-5) for t in table) for row in d)
+    diff = out - x
+    assert torch.allclose(diff, diff[..., :1].expand_as(x), atol=1e-5)  # same gain every frame
+
+
+def test_device_response_bad_folders(tmp_path):
+    from tinyasc.device_response import load_impulse_responses
+    with pytest.raises(TinyascError, match="no .wav"):
+        load_impulse_responses(tmp_path)
+    (tmp_path / "x.wav").write_text("junk")
+    with pytest.raises(TinyascError, match="x.wav"):
+        load_impulse_responses(tmp_path)
