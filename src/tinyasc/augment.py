@@ -80,3 +80,40 @@ def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_w
     mask = (freq[:, :, None] | time[:, None, :]).view(B, *([1] * (x.dim() - 3)), F, T)
     mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)  # (B, 1, 1, 1)
     return torch.where(mask, mean, x)
+
+
+def freq_mixstyle(x, p=0.4, alpha=0.3, *, generator, eps=1e-6):
+    """Freq-MixStyle on (B, C, F, T): with probability p for the whole batch (as the CPJKU DCASE
+    baselines draw it), each example's per-frequency statistics — mean μ and std σ over channels and
+    time — are replaced by a per-example Beta(α, α) mix with those of a random partner:
+        out = (x − μ)/σ · σ_mix + μ_mix,  μ_mix = λμ + (1−λ)μ[perm],  σ_mix = λσ + (1−λ)σ[perm].
+    σ = sqrt(var + eps). Statistics are treated as constants (detached). p = 0 returns x itself.
+    One uniform draw from `generator` decides the batch; λ by numpy seeded from the generator.
+    """
+    if p <= 0:
+        return x
+    u = float(torch.rand(1, generator=generator, device=generator.device))
+    if u >= p:
+        return x
+    B = x.shape[0]
+    mu = x.mean(dim=(1, 3), keepdim=True).detach()                       # (B, 1, F, 1)
+    sig = (x.var(dim=(1, 3), keepdim=True, unbiased=False) + eps).sqrt().detach()
+    perm = torch.randperm(B, generator=generator, device=generator.device).to(x.device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=B))
+    lam = lam.to(device=x.device, dtype=x.dtype).view(B, 1, 1, 1)
+    mu_mix = lam * mu + (1 - lam) * mu[perm]
+    sig_mix = lam * sig + (1 - lam) * sig[perm]
+    return (x - mu) / sig * sig_mix + mu_mix
+
+
+def mixup_with_partner(x, alpha=0.3, *, generator):
+    """Like mixup (same draws from `generator`, so the same λ and partners) but returns
+    (x_mixed, λ (B,), perm (B,)) — what distillation needs to mix the teacher targets alike."""
+    B = x.shape[0]
+    perm = torch.randperm(B, generator=generator, device=generator.device).to(x.device)
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=B))
+    lam = lam.to(device=x.device, dtype=x.dtype)
+    weight = lam.view(B, *([1] * (x.dim() - 1)))
+    return weight * x + (1 - weight) * x[perm], lam, perm
