@@ -16,7 +16,7 @@ LEVELS = {
     "config": 1, "dcase": 1, "rundir": 1, "paths": 1, "lock": 1, "system": 1, "data": 1, "compress": 1,
     "audio": 2, "augment": 2, "complexity": 2, "features": 2, "models.norm": 2, "evaluate": 2,
     "data.synthetic": 2, "compress.prune": 2, "onnxmodel": 2,
-    "submission": 3, "rules": 3, "models.bc_resnet": 3, "data.tau": 3, "compress.distill": 3,
+    "submission": 3, "rules": 3, "distill": 2, "device_response": 3, "models.bc_resnet": 3, "data.tau": 3, "compress.distill": 3,
     "models.baselines": 4, "data.cache": 4,
     "models": 5,  # the registry
     "checkpoint": 6,
