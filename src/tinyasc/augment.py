@@ -36,13 +36,8 @@ def mixup(x, y, alpha=0.3, *, generator):
     Returns (x_mixed, y, y[perm], λ) with λ of shape (B,); pair with mixup_loss. λ is drawn by
     numpy seeded from `generator`, because torch's Beta sampler takes no generator.
     """
-    B = x.shape[0]
-    perm = torch.randperm(B, generator=generator, device=generator.device).to(x.device)
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
-    lam = torch.from_numpy(np.random.default_rng(seed).beta(alpha, alpha, size=B))
-    lam = lam.to(device=x.device, dtype=x.dtype)
-    weight = lam.view(B, *([1] * (x.dim() - 1)))  # (B, 1, 1, 1) for (B, C, F, T)
-    return weight * x + (1 - weight) * x[perm], y, y[perm], lam
+    x, lam, perm = mixup_with_partner(x, alpha, generator=generator)
+    return x, y, y[perm], lam
 
 
 def mixup_loss(logits, y_a, y_b, lam):

@@ -312,12 +312,27 @@ def cmd_predict(args):
     if not files:
         raise TinyascError(f"no audio files in {' '.join(inputs)}")
     clf = load(*models, threads=1, device=args.device, backend=args.backend)
+    if args.relative_to and not args.logits:
+        raise TinyascError("--relative-to names the keys of a --logits file; give --logits OUT.npz too")
     _, failed = write_submission(clf, files, args.out, batch_size=args.batch_size, workers=args.workers,
+                                 logits_out=args.logits, relative_to=args.relative_to,
                                  on_error=lambda m: tqdm.write(f"tinyasc: skipped {m}", file=sys.stderr))
     if failed:
         print(f"tinyasc: {len(failed)} of {len(files)} files failed; wrote the other {len(files) - len(failed)}",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_make_responses(args):
+    from tinyasc.device_response import make_responses
+    from tinyasc.paths import check_output
+
+    if args.count < 1:
+        raise TinyascError(f"--count must be at least 1, not {args.count}")
+    check_output(args.out, kind="dir", force=True)
+    paths = make_responses(args.out, args.count, args.seed)
+    print(f"wrote {len(paths) if paths else args.count} responses to {args.out}")
+    return 0
 
 
 def cmd_submission(args):
@@ -504,6 +519,13 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("make-responses", help="write a seeded family of random device impulse responses (WAV) "
+                       "for train.dir_folder: smooth random EQ + short decaying tail, independent of the benchmark")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_make_responses)
+
     p = sub.add_parser("submission", help="DCASE 2024/2025 Task 1 submission files (LABEL.output.csv + LABEL.meta.yaml)")
     p.add_argument("--label", required=True, help="submission label LASTNAME_INSTITUTE_task1_N (N = 1…4)")
     p.add_argument("--predictions", required=True, action="append", metavar="[SUBSET=]FILE",
@@ -524,6 +546,10 @@ def build_parser():
                    "checkpoints or .onnx with sidecar; several = ensemble), then audio files, folders or .txt lists")
     p.add_argument("--out", help="output file (default stdout); written atomically")
     p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument("--logits", metavar="OUT.npz", help="also write a teacher-logits file for distillation "
+                   "(train.teacher_logits): file names + log-probabilities + class order")
+    p.add_argument("--relative-to", metavar="DATA", help="key the --logits file by names relative to this dataset "
+                   "root (as in its CSVs, e.g. audio/x.wav)")
     p.add_argument("--batch-size", type=int, default=16, help="files per worker chunk (default 16)")
     p.add_argument("--workers", type=int, help="parallel worker threads (default: one per core)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

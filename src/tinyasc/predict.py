@@ -246,18 +246,21 @@ def submission_row(filename, probs, classes):
     return "\t".join([str(filename), classes[int(np.argmax(probs))], *(f"{p:.6f}" for p in probs)])
 
 
-def write_submission(classifier, files, out=None, *, batch_size=16, workers=None, progress=None, on_error=None):
+def write_submission(classifier, files, out=None, *, batch_size=16, workers=None, progress=None, on_error=None,
+                     logits_out=None, relative_to=None):
     """Classify `files` and write the DCASE Task 1 submission table (header + one row per good file) to
     the path `out` (atomically, only after every file was tried) or to sys.stdout when `out` is None.
     A bad file is skipped and passed to `on_error(message)` (default: printed to stderr). Returns
-    (rows written, failed messages). Torch runs one thread per op meanwhile: the `workers` threads
+    (rows written, failed messages). `logits_out`: also write a teacher-logits file (tinyasc.distill;
+    log of the averaged probabilities, which softmax maps back to them) keyed by file names relative to
+    `relative_to` (the dataset root, so they match its CSVs). Torch runs one thread per op meanwhile: the `workers` threads
     (default one per core) take chunks of files side by side, which keeps every core busy."""
     from tinyasc.checkpoint import atomic_write
 
     files = list(files)
     workers = workers or os.cpu_count() or 1
     on_error = on_error or (lambda message: print(f"tinyasc: skipped {message}", file=sys.stderr))
-    lines, failed = [submission_header(classifier.classes)], []
+    lines, failed, kept = [submission_header(classifier.classes)], [], []
     torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -268,8 +271,17 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
                 on_error(error)
             else:
                 lines.append(submission_row(path, probs, classifier.classes))
+                kept.append((path, probs))
     finally:
         torch.set_num_threads(torch_threads)
+    if logits_out is not None:
+        from tinyasc.distill import write_logits
+
+        names = [Path(p).resolve().relative_to(Path(relative_to).resolve()).as_posix() if relative_to else str(p)
+                 for p, _ in kept]
+        logits = np.log(np.clip(np.array([q for _, q in kept], dtype=np.float64), 1e-12, None)).astype(np.float32)
+        write_logits(logits_out, names, logits.reshape(len(kept), len(classifier.classes)), classifier.classes,
+                     source=" + ".join(m.name for m in classifier.members))
     text = "\n".join(lines) + "\n"
     if out is None:
         sys.stdout.write(text)

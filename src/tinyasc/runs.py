@@ -40,7 +40,7 @@ def load_split(root, split, exp, cache_dir=None, num_samples=None, progress=True
                                        dtype=exp.runtime.cache_dtype, workers=exp.runtime.extract_workers,
                                        progress=progress)
     return Split(cache.features, np.array([c.label for c in clips]), np.array([c.device for c in clips]),
-                 SCENES, cache.num_samples / exp.features.sample_rate)
+                 SCENES, cache.num_samples / exp.features.sample_rate, tuple(c.filename for c in clips))
 
 
 def dataset_fingerprint(root, train_split=None):
@@ -86,7 +86,9 @@ def prepare_run_dir(run_dir, exp, resume, force, data=None):
                                    f"{data['train_clips']}) or its files changed")
         return run.path
     check_output(run.path, kind="dir", force=True)  # under a file, not a folder, not writable: one line
-    if any(p.name != ".lock" for p in run.path.iterdir()) and not force:
+    # a folder holding only what a run writes before its first epoch (a run that failed early) is reused
+    unstarted = {".lock", run.CONFIG, DATA_FILE, "system.json"}
+    if any(p.name not in unstarted for p in run.path.iterdir()) and not force:
         raise TinyascError(f"{run.path}: already holds files; use --resume to continue the run or --force to start over")
     for path in run.run_files():
         path.unlink(missing_ok=True)  # --force: a fresh run replaces the old run's files only

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tinyasc.augment import mixup, mixup_loss, seconds_to_frames, spec_augment, time_roll
+from tinyasc.augment import freq_mixstyle, mixup_loss, mixup_with_partner, seconds_to_frames, spec_augment, time_roll
 from tinyasc.checkpoint import read_checkpoint, save_checkpoint
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import EVAL_BATCH, batch_logits, metrics, softmax
@@ -45,6 +45,19 @@ class TrainConfig:
     mixup_alpha: float = 0.3
     roll_seconds: float = 1.5
     spec_augment: str = "off"  # "on" | "off"
+    # device generalisation beyond ResNorm (DCASE 2022+ systems; all off by default, as the paper):
+    # Freq-MixStyle mixes per-frequency mean/std between examples with probability p per batch
+    # (the published baselines: p = 0.4, α = 0.3); device responses add a random response's mel-band
+    # log-gain (tinyasc.device_response, a folder of impulse-response WAVs) to each clip with probability p
+    freq_mixstyle_p: float = 0.0
+    freq_mixstyle_alpha: float = 0.3
+    dir_folder: str = ""
+    dir_p: float = 0.6
+    # distillation from precomputed teacher logits (a tinyasc.distill .npz keyed by file name):
+    # loss = (1 − w)·mixup CE + w·T²·KL(mixed teacher ‖ student), teacher probabilities mixed with the same λ
+    teacher_logits: str = ""
+    kd_weight: float = 0.5
+    kd_temperature: float = 2.0
     seed: int = 0
 
     def __post_init__(self):
@@ -56,6 +69,11 @@ class TrainConfig:
             (self.mixup_alpha >= 0, "mixup_alpha must be >= 0"), (self.roll_seconds >= 0, "roll_seconds must be >= 0"),
             (self.spec_augment in ("on", "off"), "spec_augment must be 'on' or 'off'"),
             (self.seed >= 0, "seed must be >= 0"),
+            (0 <= self.freq_mixstyle_p <= 1, "freq_mixstyle_p must be in [0, 1]"),
+            (self.freq_mixstyle_alpha > 0, "freq_mixstyle_alpha must be > 0"),
+            (0 <= self.dir_p <= 1, "dir_p must be in [0, 1]"),
+            (0 <= self.kd_weight <= 1, "kd_weight must be in [0, 1]"),
+            (self.kd_temperature > 0, "kd_temperature must be > 0"),
         ], "train config")
 
 
@@ -91,6 +109,7 @@ class Split:
     devices: np.ndarray  # (N,) device names ("a", …, "s6")
     classes: tuple  # class names, in label order
     clip_seconds: float  # every clip's length (features are padded / cropped to it)
+    filenames: tuple = ()  # dataset-relative file names (the keys of a teacher-logits file)
 
     def __len__(self):
         return len(self.labels)
@@ -238,6 +257,15 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
         raise TinyascError(f"train.batch_size={cfg.batch_size} is larger than the {len(train)} training clips "
                            f"(per rank {per_rank_batch}); no training step would run")
     batches = FeatureBatches(train.features, train.labels, per_rank_batch, drop_last=True)
+    responses = teacher = None
+    if cfg.dir_folder:  # (R, F) mel log-gains of the user's device responses
+        from tinyasc.device_response import load_impulse_responses, response_table
+
+        responses = response_table(load_impulse_responses(cfg.dir_folder, exp.features), exp.features).to(device)
+    if cfg.teacher_logits:  # (N, K) teacher logits in the training split's order, checked by file name
+        from tinyasc.distill import load_teacher_logits
+
+        teacher = load_teacher_logits(cfg.teacher_logits, train.filenames, train.classes)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else None}.get(runtime.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -264,21 +292,33 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
         loss_sum = correct = seen = 0.0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=not (progress and ctx.main), dynamic_ncols=True)
-        for step, (x, y, _) in enumerate(batches(order)):
+        for step, (x, y, index) in enumerate(batches(order)):
             for group in opt.param_groups:  # the schedule is per step, not per epoch
                 group["lr"] = lr_at(epoch * steps_per_epoch + step, steps_per_epoch, cfg)
             x, y = x.to(device), y.to(device)
-            x = time_roll(x, roll_frames, g)
+            x = time_roll(x, roll_frames, g)  # assumed label-preserving (also for teacher logits)
+            if responses is not None:  # a recording device's colouring, before the clips are mixed
+                from tinyasc.device_response import device_response
+
+                x = device_response(x, responses, cfg.dir_p, generator=g)
             if cfg.spec_augment == "on":
                 x = spec_augment(x, g)
             if cfg.mixup_alpha > 0:
-                x, y_a, y_b, lam = mixup(x, y, cfg.mixup_alpha, generator=g)
+                x, lam, perm = mixup_with_partner(x, cfg.mixup_alpha, generator=g)
             else:
-                y_a, y_b, lam = y, y, torch.ones(len(y), device=device)
+                lam, perm = torch.ones(len(y), device=device), torch.arange(len(y), device=device)
+            y_a, y_b = y, y[perm]
+            if cfg.freq_mixstyle_p > 0:
+                x = freq_mixstyle(x, cfg.freq_mixstyle_p, cfg.freq_mixstyle_alpha, generator=g)
             x = x.contiguous(memory_format=memory_format)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = net(x)
                 loss = loss_fn(logits, x, y_a, y_b, lam) if loss_fn else mixup_loss(logits, y_a, y_b, lam)
+                if teacher is not None:
+                    from tinyasc.distill import kd_loss, kd_targets
+
+                    targets = kd_targets(teacher[torch.as_tensor(index)].to(device), cfg.kd_temperature, lam, perm)
+                    loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kd_loss(logits.float(), targets, cfg.kd_temperature)
             if not torch.isfinite(loss):  # stop before a NaN reaches the weights; last.pt stays the last good epoch
                 raise TinyascError(f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {loss.item()}; "
                                    f"{run.last} holds the last good epoch")
