@@ -50,8 +50,8 @@ def setup(tmp_path_factory):
     (audio / "broken.wav").write_bytes((audio / "window.wav").read_bytes()[:40])  # header, no data
     (audio / "empty.wav").write_bytes(b"")
     (audio / "notes.wav").write_text("this is not audio\n")
-    # the window length as a train config states it, or as `tinyasc train` stores it (samples at 16 kHz)
-    a = make_checkpoint(root / "a.pt", 0, train_config={"clip_seconds": CLIP_SECONDS})
+    # the window length given in seconds (hand-made checkpoints), or as `tinyasc train` stores it (samples at 16 kHz)
+    a = make_checkpoint(root / "a.pt", 0, clip_seconds=CLIP_SECONDS)
     b = make_checkpoint(root / "b.pt", 1, clip_samples=int(CLIP_SECONDS * 16000))
     onnx_a = root / "a.onnx"
     export(a, onnx_a, log=lambda _: None)

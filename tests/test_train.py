@@ -1,6 +1,7 @@
 """tinyasc.train / tinyasc.runs: schedule, experiment configs, deterministic training, exact resume,
 run-dir safety, 2-process DDP (gloo)."""
 import json
+from pathlib import Path
 import os
 import socket
 import subprocess
@@ -174,3 +175,93 @@ def test_resuming_a_finished_run_is_refused_and_number_fields_reject_words(small
         run_training(tiny_experiment("train.epochs=1"), small_benchmark, tmp_path / "done", resume=True, progress=False)
     with pytest.raises(TinyascError, match="epochs must be a number, not 'abc'"):
         tiny_experiment("train.epochs=abc")
+
+
+def test_set_features_n_mels_to_a_word_is_one_line_and_leaves_no_run(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "tinyasc", "train", "--config", "configs/bc_resnet_asc_1_resnorm.toml",
+                             "--data", str(tmp_path / "d"), "--out", str(tmp_path / "run"), "--set", "features.n_mels=abc"],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "n_mels must be a number, not 'abc'" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_features_and_model_n_mels_must_agree():
+    with pytest.raises(TinyascError, match="features.n_mels = 128 but the model expects model.n_mels = 256"):
+        tiny_experiment("features.n_mels=128")
+    assert tiny_experiment("features.n_mels=128", "model.n_mels=128").features.n_mels == 128
+
+
+def test_old_flat_configs_put_runtime_fields_under_runtime_and_auto_spec_augment_follows_the_width():
+    from tinyasc.experiment import experiment_from_sections, recipe_of
+
+    old = {"model": {"preset": "bc_resnet_asc_8"}, "train": {"threads": 1, "extract_workers": 0, "cache_dtype": "float16",
+                                                            "spec_augment": "auto", "epochs": 3}}
+    exp = experiment_from_sections(old)
+    assert (exp.runtime.threads, exp.runtime.extract_workers, exp.runtime.cache_dtype) == (1, 0, "float16")
+    assert exp.train.spec_augment == "on" and exp.train.epochs == 3
+    small = experiment_from_sections({"model": {"preset": "bc_resnet_asc_1"}, "train": {"spec_augment": "auto"}})
+    assert small.train.spec_augment == "off"
+    # a config.json written before the split has the same recipe as the new layout
+    flat = exp.recipe()
+    flat["train"] = {**flat["train"], "threads": 1, "spec_augment": "auto"}
+    assert recipe_of(flat) == recipe_of(exp.resolved())
+
+
+def test_resume_accepts_other_runtime_settings_but_not_another_recipe(small_benchmark, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_experiment("runtime.threads=2"), small_benchmark, run_dir, progress=False,
+                     on_epoch_end=lambda epoch: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(TinyascError, match="different config"):
+        run_training(tiny_experiment("train.lr=0.01"), small_benchmark, run_dir, resume=True, progress=False)
+    results = run_training(tiny_experiment("runtime.threads=1"), small_benchmark, run_dir, resume=True, progress=False)
+    assert results["last_epoch"] == 2
+
+
+def test_resume_after_the_last_epoch_finishes_the_run(small_benchmark, tmp_path):
+    run_dir = tmp_path / "run"
+    run_training(tiny_experiment(), small_benchmark, run_dir, progress=False)
+    expected = json.loads((run_dir / "results.json").read_text())
+    (run_dir / "results.json").unlink()  # killed after the last checkpoint, before results.json
+    results = run_training(tiny_experiment(), small_benchmark, run_dir, resume=True, progress=False)
+    assert results["last"]["accuracy"] == expected["last"]["accuracy"] and (run_dir / "results.json").is_file()
+
+
+def test_a_second_writer_is_refused_while_a_run_holds_its_folder(small_benchmark, tmp_path):
+    from tinyasc.lock import run_lock
+
+    with run_lock(tmp_path / "run", what="train"):
+        with pytest.raises(TinyascError, match="pid"):
+            import multiprocessing
+
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(1) as pool:
+                message = pool.apply(_try_to_train, (str(small_benchmark), str(tmp_path / "run")))
+            raise TinyascError(message)
+
+
+def _try_to_train(root, run_dir):
+    try:
+        run_training(tiny_experiment(), root, run_dir, progress=False)
+    except TinyascError as e:
+        return str(e)
+    return "trained: the lock did not hold"
+
+
+def test_resume_on_other_data_is_refused(small_benchmark, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small_benchmark, copy, ignore=shutil.ignore_patterns(".tinyasc_cache"))
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        run_training(tiny_experiment(), copy, run_dir, progress=False,
+                     on_epoch_end=lambda epoch: (_ for _ in ()).throw(KeyboardInterrupt()))
+    lines = (copy / "evaluation_setup" / "fold1_train.csv").read_text().splitlines()
+    (copy / "evaluation_setup" / "fold1_train.csv").write_text("\n".join(lines[:-3]) + "\n")  # files changed
+    with pytest.raises(TinyascError, match="other data"):
+        run_training(tiny_experiment(), copy, run_dir, resume=True, progress=False)

@@ -48,7 +48,7 @@ def read_checkpoint(path):
     return payload
 
 
-def load_checkpoint(path):
+def load_checkpoint(path: "str | Path") -> "tuple[torch.nn.Module, FeatureConfig, list, dict]":
     """(model in eval mode, feature config, classes, checkpoint dict)."""
     payload = read_checkpoint(path)
     model = build_model(payload["arch"], payload["model_config"])

@@ -48,7 +48,7 @@ def _subset(probs, labels, mask):
             "log_loss": log_loss(probs[mask], labels[mask]), "clips": n}
 
 
-def metrics(probs, labels, devices, classes):
+def metrics(probs: np.ndarray, labels: np.ndarray, devices: np.ndarray, classes: "list | tuple") -> dict:
     """All Table-3 figures of one prediction: overall accuracy and log loss, per device, per device group
     (pooled over the group's clips), per class, the class-wise mean ("macro") accuracy that DCASE ranks
     by since 2022, and the confusion matrix."""

@@ -48,13 +48,13 @@ class Predictions(NamedTuple):
 # Window length
 
 def clip_seconds_of(payload):
-    """The training clip length of a checkpoint: `clip_seconds` (top level or in its train_config),
-    else `clip_samples` (samples at the feature rate, as `tinyasc train` stores it), else 10 s."""
-    for source in (payload, payload.get("train_config")):
-        if isinstance(source, dict) and source.get("clip_seconds"):
-            return float(source["clip_seconds"])
+    """The training clip length of a checkpoint: `clip_samples` (samples at the feature rate, what
+    `tinyasc train` and `compress` store), else a top-level `clip_seconds` (hand-made checkpoints),
+    else 10 s (TAU 2020 clips)."""
     if payload.get("clip_samples"):
         return payload["clip_samples"] / payload["feature_config"]["sample_rate"]
+    if payload.get("clip_seconds"):
+        return float(payload["clip_seconds"])
     return DEFAULT_CLIP_SECONDS
 
 
@@ -168,7 +168,8 @@ class Classifier:
                     start += len(weights)
         return (total / len(self.members)).astype(np.float32)
 
-    def predict(self, inputs, sample_rate=None, batch_size=32):
+    def predict(self, inputs: "str | os.PathLike | np.ndarray | torch.Tensor | list", sample_rate: int | None = None,
+                batch_size: int = 32) -> Predictions:
         """Labels and probabilities for a path, a list of paths, a 1-D waveform, a list of 1-D
         waveforms or an (N, samples) array. Waveforms are at `sample_rate` (default: the model's,
         16 kHz) and are resampled otherwise. A bad file raises AudioError."""
@@ -224,7 +225,8 @@ class Classifier:
         bar.close()
 
 
-def load(*paths, threads=None, device="cpu", backend="auto"):
+def load(*paths: "str | os.PathLike | list", threads: int | None = None, device: str = "cpu",
+         backend: str = "auto") -> "Classifier":
     """A Classifier from one or more tinyasc checkpoints (.pt/.pth/.ckpt) or exported ONNX models
     (.onnx + sidecar); several are an ensemble. `threads`: ONNX Runtime intra-op threads. `backend`:
     how checkpoints run ("auto": ONNX Runtime on CPU, PyTorch on CUDA; "onnx"; "torch")."""
