@@ -55,5 +55,5 @@ def test_a_teacher_file_missing_training_clips_is_refused_before_training(small_
                   "street_pedestrian", "street_traffic", "tram"])
     with pytest.raises(TinyascError, match="bad.npz"):
         run_training(tiny(f"train.teacher_logits='{bad}'"), small_benchmark, tmp_path / "run", progress=False)
-    # the failed run left no epoch behind, so the same folder takes the retry without --force
+    assert not (tmp_path / "run").exists()  # a run that failed before its first epoch leaves nothing behind
     assert run_training(tiny(), small_benchmark, tmp_path / "run", progress=False)["last"]["clips"] > 0

@@ -276,6 +276,8 @@ def cmd_figure(args):
 
     from tinyasc.paths import check_output
 
+    if Path(args.out).is_dir():
+        raise TinyascError(f"--out {args.out}: is a folder; give a file name such as {Path(args.out) / 'tsne.png'}")
     args.out = args.out if Path(args.out).suffix else f"{args.out}.png"  # matplotlib adds .png otherwise
     check_output(args.out, force=args.force)
     scores = tsne_figure(args.checkpoint, args.data, args.out, split=args.split, per_device=args.per_device,

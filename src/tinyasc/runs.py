@@ -98,6 +98,20 @@ def prepare_run_dir(run_dir, exp, resume, force, data=None):
     return run.path
 
 
+@contextlib.contextmanager
+def discard_if_unstarted(run_dir, keep=False):
+    """On failure before the first epoch's checkpoint, remove what the run wrote (its config, data and
+    system files), so a failed start leaves nothing behind; the lock then removes the folder it made."""
+    try:
+        yield
+    except BaseException:
+        run = RunDir(run_dir)
+        if not keep and not run.last.exists():
+            for path in (run.config, run / DATA_FILE, run / "system.json", run.compress_settings):
+                path.unlink(missing_ok=True)
+        raise
+
+
 def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_dir=None, progress=True,
                  train_split=None, **fit_kwargs):
     """Prepare the run dir and feature caches, build the model from the seed, and fit. Returns results.
@@ -105,7 +119,7 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     env = dist_env()
     check_dataset(data_root, train_split)  # before the run dir exists: a typo in --data must not leave a run behind
     lock = run_lock(run_dir, what="train") if env.main else contextlib.nullcontext()
-    with lock:
+    with lock, discard_if_unstarted(run_dir, resume or not env.main):
         if env.main:
             prepare_run_dir(run_dir, exp, resume, force, dataset_fingerprint(data_root, train_split))
             from tinyasc.system import describe

@@ -20,7 +20,8 @@ from tinyasc.lock import run_lock
 from tinyasc.models import MODELS, canonical_arch
 from tinyasc.paths import write_json
 from tinyasc.rundir import RunDir
-from tinyasc.runs import check_dataset, dataset_fingerprint, evaluate_checkpoints, load_split, prepare_run_dir
+from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, load_split,
+                          prepare_run_dir)
 from tinyasc.train import fit
 
 
@@ -141,7 +142,7 @@ def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False
     run = RunDir(run_dir)
     settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
     check_dataset(data_root, train_split)  # before the run dir exists
-    with run_lock(run.path, what="compress"):
+    with run_lock(run.path, what="compress"), discard_if_unstarted(run.path, resume):
         return _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root, run, exp, ccfg,
                                 resume, force, cache_dir, progress, train_split, fit_kwargs)
 

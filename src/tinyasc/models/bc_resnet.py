@@ -41,9 +41,11 @@ class BCResNetASCConfig:
         if len(self.stage_widths) != len(self.stage_blocks):
             raise ValueError("stage_widths and stage_blocks must have the same length")
         bins = self.n_mels // 2 // 2 ** len(self.pool_after)  # frequency bins after the stem and pools
-        if self.n_mels % (2 * 2 ** len(self.pool_after) * self.sub_bands):
+        step = 2 * 2 ** len(self.pool_after) * self.sub_bands
+        if self.n_mels % step:
             raise ValueError(f"n_mels={self.n_mels} must leave bins divisible by sub_bands={self.sub_bands} "
-                             f"at every stage (the last stage sees {bins})")
+                             f"at every stage (the last stage sees {bins}): use a multiple of {step}, "
+                             f"e.g. {max(step, self.n_mels // step * step)} or {(self.n_mels // step + 1) * step}")
         if not 0 <= self.dropout < 1:
             raise ValueError("dropout must be in [0, 1)")
 
