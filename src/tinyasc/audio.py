@@ -25,10 +25,12 @@ def to_mono_rate(x, rate, target_rate=MODEL_RATE, name="<array>"):
         raise AudioError(f"{name}: zero-length audio")
     if not np.isfinite(x).all():
         raise AudioError(f"{name}: contains NaN or Inf samples")
-    if rate <= 0:
-        raise AudioError(f"{name}: invalid sample rate {rate}")
+    if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+        raise AudioError(f"{name}: invalid sample rate {rate!r} (a positive whole number of Hz)")
     if rate != target_rate:
         x = soxr.resample(x, rate, target_rate, quality="VHQ").astype(np.float32)
+    if x.size == 0:
+        raise AudioError(f"{name}: too short: no samples left at {target_rate} Hz")
     return np.ascontiguousarray(x)
 
 

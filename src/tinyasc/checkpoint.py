@@ -1,6 +1,7 @@
 """Self-describing checkpoints: the model's architecture + config, the feature config and class list
 travel with the weights, so a checkpoint is all `tinyasc evaluate`/`predict` need. Writes are atomic."""
 import dataclasses
+import hashlib
 from pathlib import Path
 
 import torch
@@ -12,12 +13,28 @@ from tinyasc.paths import atomic_write  # noqa: F401 (the one home of atomic wri
 
 FORMAT = "tinyasc-checkpoint"
 VERSION = 1
+REQUIRED = ("arch", "model_config", "feature_config", "classes", "state_dict")
+
+
+def weights_sha256(state_dict):
+    """SHA-256 over every tensor of a state dict (name, dtype, shape and bytes, in key order): stored in
+    the checkpoint and checked on load, because torch does not check the zip's CRC, so a flipped byte
+    in the weights would otherwise load silently."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        t = state_dict[key]
+        if isinstance(t, torch.Tensor):
+            t = t.detach().cpu().contiguous()
+            h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=None, **extra):
     """Save weights + everything needed to rebuild and use them. `extra` (train config, metrics,
     epoch, optimizer state, …) is stored as given. `state_dict` replaces model.state_dict() (a
     compressed checkpoint: int8 codes + fp16 tensors, described by extra["quantization"])."""
+    state = model.state_dict() if state_dict is None else state_dict
     payload = {
         "format": FORMAT,
         "version": VERSION,
@@ -25,7 +42,8 @@ def save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=None, **
         "model_config": dataclasses.asdict(model.cfg),
         "feature_config": feature_cfg.to_dict(),
         "classes": list(classes),
-        "state_dict": model.state_dict() if state_dict is None else state_dict,
+        "state_dict": state,
+        "weights_sha256": weights_sha256(state),
         **extra,
     }
     atomic_write(path, lambda tmp: torch.save(payload, tmp))
@@ -40,9 +58,14 @@ def read_checkpoint(path):
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "weights_only" in str(e) or "Weights only load failed" in reason:  # never echo torch's unsafe advice
+            reason = "it holds objects other than tensors and plain data"
         raise TinyascError(f"{path}: not a readable checkpoint ({reason[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise TinyascError(f"{path}: not a tinyasc checkpoint")
+    missing = [key for key in REQUIRED if key not in payload]
+    if missing:
+        raise TinyascError(f"{path}: checkpoint field {missing[0]!r} is missing (hand-edited or foreign file)")
     if payload.get("version", 0) > VERSION:
         raise TinyascError(f"{path}: checkpoint version {payload['version']} is newer than this tinyasc")
     return payload
@@ -51,14 +74,37 @@ def read_checkpoint(path):
 def load_checkpoint(path: "str | Path") -> "tuple[torch.nn.Module, FeatureConfig, list, dict]":
     """(model in eval mode, feature config, classes, checkpoint dict)."""
     payload = read_checkpoint(path)
-    model = build_model(payload["arch"], payload["model_config"])
+    expected = payload.get("weights_sha256")
+    if expected is not None and weights_sha256(payload["state_dict"]) != expected:
+        raise TinyascError(f"{path}: the weights do not match their stored SHA-256 (file corrupted or edited)")
+    try:
+        model = build_model(payload["arch"], payload["model_config"])
+        feature_cfg = FeatureConfig.from_dict(payload["feature_config"])
+    except TinyascError as e:
+        raise TinyascError(f"{path}: {e}") from None
+    classes = payload["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+        raise TinyascError(f"{path}: checkpoint field 'classes' must be a list of distinct names")
+    model_mels = getattr(model.cfg, "n_mels", None)
+    if model_mels is not None and model_mels != feature_cfg.n_mels:
+        raise TinyascError(f"{path}: feature_config n_mels = {feature_cfg.n_mels} but the model takes {model_mels}")
     stored = payload.get("quantization")
     try:
         model.load_state_dict(decode_state_dict(payload["state_dict"], stored) if stored else payload["state_dict"])
-    except (RuntimeError, KeyError) as e:
+    except (RuntimeError, KeyError, AttributeError, TypeError) as e:
         raise TinyascError(f"{path}: weights do not fit the stored model config ({str(e).splitlines()[0]})") from None
+    outputs = _output_width(model, feature_cfg)
+    if outputs != len(classes):
+        raise TinyascError(f"{path}: the model has {outputs} outputs but field 'classes' lists {len(classes)}")
     model.eval()
-    return model, FeatureConfig.from_dict(payload["feature_config"]), payload["classes"], payload
+    return model, feature_cfg, classes, payload
+
+
+@torch.no_grad()
+def _output_width(model, feature_cfg):
+    """Logits per clip, from one forward pass on a short zero input (any architecture)."""
+    model.eval()
+    return int(model(torch.zeros(1, 1, feature_cfg.n_mels, 64)).shape[-1])
 
 
 def decode_state_dict(state, stored):

@@ -7,6 +7,28 @@ from pathlib import Path
 from tinyasc.errors import TinyascError
 
 
+def positive_int(text):
+    """argparse type: an integer >= 1 (one error line otherwise)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {value}")
+    return value
+
+
+def clip_seconds(text):
+    """argparse type: seconds of audio in (0, 3600]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, not {text!r}") from None
+    if not 0 < value <= 3600:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], not {text}")
+    return value
+
+
 def _kb(nbytes):
     return f"{nbytes / 1024:.1f} KB"
 
@@ -290,10 +312,16 @@ def cmd_figure(args):
 
 def cmd_export(args):
     from tinyasc.export import export
+    from tinyasc.onnxmodel import sidecar_path
+    from tinyasc.paths import check_output
 
-    if Path(args.out).exists() and not args.force:
-        raise TinyascError(f"{args.out} exists; pass --force to overwrite it")
-    export(args.checkpoint, args.out, int8=args.int8, calibrate=args.calibrate)
+    out = Path(args.out)
+    if out.suffix.lower() != ".onnx":  # `predict` recognises models by extension
+        out = out.with_name(out.name + ".onnx")
+        print(f"tinyasc: writing {out} (an exported model's name ends in .onnx)", file=sys.stderr)
+    check_output(out, force=args.force)
+    check_output(sidecar_path(out), force=args.force)  # the sidecar is never overwritten without --force either
+    export(args.checkpoint, out, int8=args.int8, calibrate=args.calibrate)
     return 0
 
 
@@ -308,8 +336,14 @@ def cmd_predict(args):
     if not models or not inputs:
         raise TinyascError(f"usage: tinyasc predict MODEL... INPUT...: models ({', '.join(MODEL_EXTENSIONS)}) "
                            "first, then audio files, folders or .txt lists")
-    if args.out and Path(args.out).exists() and not args.force:
-        raise TinyascError(f"{args.out} exists; pass --force to overwrite it")
+    if args.out:
+        from tinyasc.paths import check_output
+
+        check_output(args.out, force=args.force)
+    if args.logits:
+        from tinyasc.paths import check_output
+
+        check_output(args.logits, force=args.force, what="--logits")
     files = collect_inputs(inputs)
     if not files:
         raise TinyascError(f"no audio files in {' '.join(inputs)}")
@@ -401,7 +435,7 @@ def build_parser():
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--system", action="store_true", help="the process settings instead: allocator, threads, "
                    "OpenMP wait policy, torch version, CPU ISA flags")
-    p.add_argument("--seconds", type=float, default=10.0, help="clip length for MACs (default 10 s)")
+    p.add_argument("--seconds", type=clip_seconds, default=10.0, help="clip length for MACs (default 10 s)")
     p.add_argument("--layers", action="store_true", help="per-tensor size breakdown")
     p.add_argument("--rules", choices=["dcase2021", "dcase2022", "dcase2023", "dcase2024", "dcase2025"],
                    help="check a DCASE Task 1 complexity rule set and print PASS/FAIL per limit")
@@ -424,7 +458,7 @@ def build_parser():
                    help="tau2022: 1 s snippets of each segment + nested split5 … split100 training subsets")
     p.add_argument("--snippet-seconds", type=float, default=1.0, help="snippet length of the tau2022 layout")
     p.add_argument("--sample-rate", type=int, default=44100)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=positive_int, default=2)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
@@ -552,8 +586,8 @@ def build_parser():
                    "(train.teacher_logits): file names + log-probabilities + class order")
     p.add_argument("--relative-to", metavar="DATA", help="key the --logits file by names relative to this dataset "
                    "root (as in its CSVs, e.g. audio/x.wav)")
-    p.add_argument("--batch-size", type=int, default=16, help="files per worker chunk (default 16)")
-    p.add_argument("--workers", type=int, help="parallel worker threads (default: one per core)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="files per worker chunk (default 16)")
+    p.add_argument("--workers", type=positive_int, help="parallel worker threads (default: one per core)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
                    help="how checkpoints run: auto = ONNX Runtime on CPU (3-4x faster), PyTorch on CUDA")

@@ -344,7 +344,8 @@ def export(checkpoint, out, int8=False, calibrate=None, tolerance=TOLERANCE, log
     sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "input": ONNX_INPUT, "output": ONNX_OUTPUT,
                "arch": payload["arch"], "model_config": payload["model_config"],
                "feature_config": feature_cfg.to_dict(), "classes": list(classes), "clip_seconds": clip_seconds,
-               "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)}, **report}
+               "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
+               "onnx_sha256": sha256_file(out), **report}
     atomic_write(sidecar_path(out), lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n"))
     log(f"wrote {out}: {out.stat().st_size / 1024:.1f} KB file, {params['total'] / 1024:.1f} KB non-zero parameters "
         f"({', '.join(f'{k} {v[0]:,}' for k, v in params['by_dtype'].items())}); sidecar {sidecar_path(out).name}")

@@ -57,9 +57,38 @@ def read_sidecar(onnx_path):
         raise TinyascError(f"{path}: not a readable sidecar ({str(e)[:200]})") from None
     if not isinstance(meta, dict) or meta.get("format") != SIDECAR_FORMAT:
         raise TinyascError(f"{path}: not a tinyasc ONNX sidecar")
-    if meta.get("version", 0) > SIDECAR_VERSION:
-        raise TinyascError(f"{path}: sidecar version {meta['version']} is newer than this tinyasc")
+    if not isinstance(meta.get("version", 0), int) or meta.get("version", 0) > SIDECAR_VERSION:
+        raise TinyascError(f"{path}: sidecar version {meta.get('version')!r} is not one this tinyasc reads")
+    classes = meta.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes) \
+            or len(set(classes)) != len(classes):
+        raise TinyascError(f"{path}: field 'classes' must be a list of at least 2 distinct names")
+    if not isinstance(meta.get("feature_config"), dict):
+        raise TinyascError(f"{path}: field 'feature_config' is missing or not a table")
+    seconds = meta.get("clip_seconds", 10.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+        raise TinyascError(f"{path}: field 'clip_seconds' must be a number of seconds in (0, 3600], not {seconds!r}")
+    for field, expected in (("input", ONNX_INPUT), ("output", ONNX_OUTPUT)):
+        if meta.get(field, expected) != expected:
+            raise TinyascError(f"{path}: field {field!r} is {meta.get(field)!r}; tinyasc graphs use {expected!r}")
+    digest = meta.get("onnx_sha256")
+    if digest is not None and sha256_file(onnx_path) != digest:
+        raise TinyascError(f"{onnx_path}: the file does not match the SHA-256 in {path.name} (corrupted or edited)")
     return meta
+
+
+def check_graph(session, onnx_path, n_mels, num_classes):
+    """The graph takes `features` (B, 1, n_mels, T) and gives `logits` (B, num_classes), as its sidecar says."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [ONNX_INPUT] or [o.name for o in outputs] != [ONNX_OUTPUT]:
+        raise TinyascError(f"{onnx_path}: graph inputs {[i.name for i in inputs]} / outputs {[o.name for o in outputs]}; "
+                           f"a tinyasc graph has input {ONNX_INPUT!r} and output {ONNX_OUTPUT!r}")
+    shape_in, shape_out = inputs[0].shape, outputs[0].shape
+    if len(shape_in) != 4 or (isinstance(shape_in[2], int) and shape_in[2] != n_mels):
+        raise TinyascError(f"{onnx_path}: the graph takes input {shape_in} but the sidecar's features have "
+                           f"{n_mels} mel bins")
+    if len(shape_out) != 2 or (isinstance(shape_out[1], int) and shape_out[1] != num_classes):
+        raise TinyascError(f"{onnx_path}: the graph gives {shape_out} logits but the sidecar lists {num_classes} classes")
 
 
 def ort_session(model, threads=None, device="cpu"):

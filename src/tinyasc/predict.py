@@ -29,7 +29,8 @@ from tinyasc.audio import (  # noqa: F401
 )
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig, make_frontend
-from tinyasc.onnxmodel import OnnxNet, onnx_bytes, ort_session, read_sidecar, sidecar_path  # noqa: F401 (re-exported)
+from tinyasc.onnxmodel import (  # noqa: F401 (re-exported)
+    OnnxNet, check_graph, onnx_bytes, ort_session, read_sidecar, sidecar_path)
 
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".ckpt")
 MODEL_EXTENSIONS = CHECKPOINT_EXTENSIONS + (".onnx",)
@@ -104,8 +105,13 @@ def load_member(path, threads=None, device="cpu", backend="auto"):
         if not path.is_file():
             raise TinyascError(f"{path}: no such model file")
         meta = read_sidecar(path)
-        return Member(str(path), OnnxNet(path, threads, device), FeatureConfig.from_dict(meta["feature_config"]),
-                      meta["classes"], meta.get("clip_seconds", DEFAULT_CLIP_SECONDS))
+        try:
+            feature_cfg = FeatureConfig.from_dict(meta["feature_config"])
+        except TinyascError as e:
+            raise TinyascError(f"{sidecar_path(path)}: {e}") from None
+        net = OnnxNet(path, threads, device)
+        check_graph(net.session, path, feature_cfg.n_mels, len(meta["classes"]))
+        return Member(str(path), net, feature_cfg, meta["classes"], meta.get("clip_seconds", DEFAULT_CLIP_SECONDS))
     from tinyasc.checkpoint import load_checkpoint
 
     model, feature_cfg, classes, payload = load_checkpoint(path)
@@ -173,9 +179,18 @@ class Classifier:
         """Labels and probabilities for a path, a list of paths, a 1-D waveform, a list of 1-D
         waveforms or an (N, samples) array. Waveforms are at `sample_rate` (default: the model's,
         16 kHz) and are resampled otherwise. A bad file raises AudioError."""
+        if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
+                                        or sample_rate <= 0):
+            raise TinyascError(f"sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
         elif isinstance(inputs, (np.ndarray, torch.Tensor)):
+            if inputs.ndim == 2 and inputs.shape[1] <= 8 < inputs.shape[0]:
+                raise TinyascError(f"an array of shape {tuple(inputs.shape)} looks like (samples, channels) audio; "
+                                   "pass one mono clip (x.mean(axis=1)) or an (N clips, samples) array")
+            if inputs.ndim not in (1, 2):
+                raise TinyascError(f"expected a 1-D waveform or an (N clips, samples) array, not shape "
+                                   f"{tuple(inputs.shape)}")
             inputs = [inputs] if inputs.ndim == 1 else list(inputs)
         inputs = list(inputs)
         probs = []
@@ -189,6 +204,10 @@ class Classifier:
                     waves.append(to_mono_rate(x, sample_rate or self.sample_rate, self.sample_rate))
             probs.append(self.predict_waveforms(waves))
         probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32)
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+        if len(bad):
+            raise TinyascError(f"input {bad[0]}: the prediction is not finite (the audio overflows the front end: "
+                               "samples far outside ±1?)")
         return Predictions([self.classes[i] for i in probs.argmax(1)], probs)
 
     def _classify_files(self, paths):
@@ -203,6 +222,14 @@ class Classifier:
             except Exception as e:  # anything else a decoder may throw: report the file, go on
                 errors[i] = f"{path}: {type(e).__name__}: {e}"
         probs = dict(zip(good, self.predict_waveforms(waves))) if waves else {}
+        for i in [i for i, p in probs.items() if not np.isfinite(p).all()]:  # never a NaN row in a submission
+            del probs[i]
+            errors[i] = (f"{paths[i]}: the prediction is not finite (the audio overflows the front end: "
+                         "samples far outside ±1?)")
+        for i, path in enumerate(paths):
+            if any(ch in str(path) for ch in "\t\n\r"):  # would corrupt the tab-separated table
+                probs.pop(i, None)
+                errors[i] = f"{str(path)!r}: a file name with a tab or line break cannot go into the submission table"
         return [(path, probs.get(i), errors.get(i)) for i, path in enumerate(paths)]
 
     def predict_files(self, paths, batch_size=16, workers=2, progress=False):
