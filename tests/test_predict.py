@@ -184,3 +184,22 @@ def test_write_submission_is_the_library_function_behind_the_cli(setup, tmp_path
     expected = clf.predict(setup["good"]).probabilities
     for path, probs in zip(setup["good"], expected):
         np.testing.assert_allclose(rows[path][1], probs, atol=1e-5)
+
+
+def test_long_files_stream_in_blocks_and_give_the_whole_file_probabilities(setup, tmp_path):
+    from tinyasc.audio import load_audio
+    from tinyasc.predict import LONG_FILE_SECONDS, load
+
+    seconds = LONG_FILE_SECONDS + 61.3  # streamed; the last window is partial
+    rng = np.random.default_rng(1)
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * (300 + 200 * np.sin(t / 7)) * t)
+    path = tmp_path / "long.wav"
+    soundfile.write(path, x.astype(np.float32), RATE, subtype="FLOAT")
+    clf = load(setup["a"], setup["b"])  # two members, two window lengths … both 2 s here
+    streamed = clf.predict_long_file(path)
+    whole = clf.predict_waveforms([load_audio(path, clf.sample_rate)])[0]
+    np.testing.assert_allclose(streamed, whole, atol=1e-4)
+    assert abs(streamed.sum() - 1) < 1e-5
+    [(name, probs, error)] = clf.predict_files([path], workers=1)  # the file path goes through streaming too
+    assert error is None and np.allclose(probs, streamed)

@@ -47,6 +47,50 @@ def load_audio(path, target_rate=MODEL_RATE):
     return to_mono_rate(x, rate, target_rate, name=str(path))
 
 
+def audio_seconds(path):
+    """Duration of an audio file from its header (0.0 if unreadable: load_audio then names the problem)."""
+    try:
+        info = soundfile.info(str(path))
+        return info.frames / info.samplerate if info.samplerate > 0 else 0.0
+    except Exception:  # a bad file is reported by load_audio
+        return 0.0
+
+
+def stream_windows(path, target_rate, window, block_windows=16):
+    """Yield (windows (n, window) float32, real samples per window (n,)) of a long file, decoded,
+    mixed to mono and resampled a block at a time (soxr's streaming resampler), so memory stays flat.
+    The last window is zero-padded; as windows_of, but without holding the file."""
+    path = Path(path)
+    try:
+        f = soundfile.SoundFile(str(path))
+    except Exception as e:
+        raise AudioError(f"{path}: not a readable audio file ({str(e).splitlines()[0] if str(e) else e})") from None
+    with f:
+        rate = f.samplerate
+        resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="VHQ") if rate != target_rate else None
+        pending, step = np.zeros(0, np.float32), window * block_windows
+        read = max(1, int(round(step * rate / target_rate)))
+        while True:
+            block = f.read(read, dtype="float32", always_2d=True)
+            last = len(block) < read
+            x = block.mean(axis=1) if len(block) else np.zeros(0, np.float32)
+            if not np.isfinite(x).all():
+                raise AudioError(f"{path}: contains NaN or Inf samples")
+            if resampler is not None:
+                x = resampler.resample_chunk(x, last=last)
+            pending = np.concatenate([pending, x.astype(np.float32)])
+            while len(pending) >= step:
+                yield pending[:step].reshape(block_windows, window), np.full(block_windows, float(window))
+                pending = pending[step:]
+            if last:
+                break
+        if len(pending):
+            n = -(-len(pending) // window)
+            padded = np.zeros(n * window, np.float32)
+            padded[:len(pending)] = pending
+            yield padded.reshape(n, window), np.clip(len(pending) - window * np.arange(n), 0, window).astype(float)
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs and windows (for prediction)
 

@@ -348,6 +348,7 @@ def cmd_predict(args):
     if not files:
         raise TinyascError(f"no audio files in {' '.join(inputs)}")
     clf = load(*models, threads=1, device=args.device, backend=args.backend)
+    clf.show_long_progress = True  # files over predict.LONG_FILE_SECONDS stream with a progress bar
     if args.relative_to and not args.logits:
         raise TinyascError("--relative-to names the keys of a --logits file; give --logits OUT.npz too")
     _, failed = write_submission(clf, files, args.out, batch_size=args.batch_size, workers=args.workers,

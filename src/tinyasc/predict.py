@@ -21,6 +21,8 @@ import torch
 from tinyasc.audio import (  # noqa: F401
     AUDIO_EXTENSIONS,
     AudioError,
+    audio_seconds,
+    stream_windows,
     collect_inputs,
     load_audio,
     load_windows,
@@ -28,6 +30,7 @@ from tinyasc.audio import (  # noqa: F401
     windows_of,
 )
 from tinyasc.errors import TinyascError
+from tinyasc.evaluate import softmax
 from tinyasc.features import FeatureConfig, make_frontend
 from tinyasc.onnxmodel import (  # noqa: F401 (re-exported)
     OnnxNet, check_graph, onnx_bytes, ort_session, read_sidecar, sidecar_path)
@@ -35,6 +38,9 @@ from tinyasc.onnxmodel import (  # noqa: F401 (re-exported)
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".ckpt")
 MODEL_EXTENSIONS = CHECKPOINT_EXTENSIONS + (".onnx",)
 DEFAULT_CLIP_SECONDS = 10.0  # TAU clips; used when a checkpoint does not store its training length
+# files longer than this are streamed a block of windows at a time (memory stays flat; progress shown)
+LONG_FILE_SECONDS = 120.0
+LONG_FILE_BLOCK = 16  # windows per block when streaming
 # windows per front-end + network call: per-clip cost grows with the batch here (a (B, 1041, 334)
 # complex spectrum is 2.8 MB per clip; BC-ResNet activations ~1.7 MB per clip), 64 is ~2x slower
 FRONTEND_CHUNK = 2
@@ -121,12 +127,6 @@ def load_member(path, threads=None, device="cpu", backend="auto"):
     return Member(str(path), net, feature_cfg, classes, clip_seconds)
 
 
-def _softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # The classifier
 
@@ -151,6 +151,18 @@ class Classifier:
         for m in members:
             self._groups.setdefault((m.feature_cfg, m.clip_seconds), []).append(m)
         self._frontends = {cfg: make_frontend(cfg).to(device).eval() for cfg, _ in self._groups}
+        self.show_long_progress = False  # a progress bar per long file (the CLI turns it on)
+
+    def _window_probs(self, cfg, members, windows):
+        """{member id: (n, K) float64 probabilities in self.classes order} for windows (n, samples)."""
+        logits = {id(m): [] for m in members}
+        with torch.inference_mode():
+            for i in range(0, len(windows), FRONTEND_CHUNK):
+                features = self._frontends[cfg](torch.from_numpy(windows[i:i + FRONTEND_CHUNK]).to(self.device))
+                for m in members:
+                    logits[id(m)].append(m.net(features))
+        return {id(m): softmax(np.concatenate(logits[id(m)]).astype(np.float64))[:, [m.classes.index(c) for c in self.classes]]
+                for m in members}
 
     def predict_waveforms(self, waves):
         """(N, K) float32 probabilities for 1-D waveforms at self.sample_rate: per member, the
@@ -158,20 +170,36 @@ class Classifier:
         total = np.zeros((len(waves), len(self.classes)))
         for (cfg, seconds), members in self._groups.items():
             cut = [windows_of(x, int(round(seconds * self.sample_rate))) for x in waves]
-            windows = np.concatenate([w for w, _ in cut])
-            logits = {id(m): [] for m in members}
-            with torch.inference_mode():
-                for i in range(0, len(windows), FRONTEND_CHUNK):
-                    features = self._frontends[cfg](torch.from_numpy(windows[i:i + FRONTEND_CHUNK]).to(self.device))
-                    for m in members:
-                        logits[id(m)].append(m.net(features))
+            probs = self._window_probs(cfg, members, np.concatenate([w for w, _ in cut]))
             for m in members:
-                probs = _softmax(np.concatenate(logits[id(m)]).astype(np.float64))
-                probs = probs[:, [m.classes.index(c) for c in self.classes]]  # into self.classes order
                 start = 0
                 for i, (_, weights) in enumerate(cut):
-                    total[i] += weights @ probs[start:start + len(weights)]
+                    total[i] += weights @ probs[id(m)][start:start + len(weights)]
                     start += len(weights)
+        return (total / len(self.members)).astype(np.float32)
+
+    def predict_long_file(self, path, progress=False):
+        """(K,) float32 probabilities of one long audio file, read, resampled and classified a block of
+        windows at a time, so memory stays flat whatever the file's length (a 60-minute file needs no
+        more than a 1-minute one); equal to predict_waveforms on the whole file up to the streaming
+        resampler's rounding."""
+        from tqdm.auto import tqdm
+
+        total = np.zeros(len(self.classes))
+        for (cfg, seconds), members in self._groups.items():
+            window = int(round(seconds * self.sample_rate))
+            acc, real_total = {id(m): np.zeros(len(self.classes)) for m in members}, 0
+            bar = tqdm(total=None, unit="window", desc=Path(path).name, file=sys.stderr, disable=not progress,
+                       leave=False, dynamic_ncols=True)
+            for windows, real in stream_windows(path, self.sample_rate, window, block_windows=LONG_FILE_BLOCK):
+                probs = self._window_probs(cfg, members, windows)
+                for m in members:
+                    acc[id(m)] += real @ probs[id(m)]
+                real_total += real.sum()
+                bar.update(len(windows))
+            bar.close()
+            for m in members:
+                total += acc[id(m)] / real_total
         return (total / len(self.members)).astype(np.float32)
 
     def predict(self, inputs: "str | os.PathLike | np.ndarray | torch.Tensor | list", sample_rate: int | None = None,
@@ -212,9 +240,12 @@ class Classifier:
 
     def _classify_files(self, paths):
         """[(path, probabilities or None, error or None)] for a chunk of files, decoded here."""
-        waves, good, errors = [], [], {}
+        waves, good, errors, long_probs = [], [], {}, {}
         for i, path in enumerate(paths):
             try:
+                if audio_seconds(path) > LONG_FILE_SECONDS:  # stream: bounded memory, with progress
+                    long_probs[i] = self.predict_long_file(path, progress=self.show_long_progress)
+                    continue
                 waves.append(load_audio(path, self.sample_rate))
                 good.append(i)
             except AudioError as e:
@@ -222,6 +253,7 @@ class Classifier:
             except Exception as e:  # anything else a decoder may throw: report the file, go on
                 errors[i] = f"{path}: {type(e).__name__}: {e}"
         probs = dict(zip(good, self.predict_waveforms(waves))) if waves else {}
+        probs.update(long_probs)
         for i in [i for i, p in probs.items() if not np.isfinite(p).all()]:  # never a NaN row in a submission
             del probs[i]
             errors[i] = (f"{paths[i]}: the prediction is not finite (the audio overflows the front end: "
