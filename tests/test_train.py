@@ -265,3 +265,32 @@ def test_resume_on_other_data_is_refused(small_benchmark, tmp_path):
     (copy / "evaluation_setup" / "fold1_train.csv").write_text("\n".join(lines[:-3]) + "\n")  # files changed
     with pytest.raises(TinyascError, match="other data"):
         run_training(tiny_experiment(), copy, run_dir, resume=True, progress=False)
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_no_nan(small_benchmark, tmp_path):
+    with pytest.raises(TinyascError, match="training diverged"):
+        run_training(tiny_experiment("train.lr=1e30", "train.warmup_epochs=0", "train.mixup_alpha=0"),
+                     small_benchmark, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "results.json").exists()  # no NaN result; nothing half-made left
+
+
+def test_report_counts_a_run_given_twice_once(small_benchmark, tmp_path):
+    from tinyasc.report import aggregate, report
+
+    run_training(tiny_experiment("train.epochs=1"), small_benchmark, tmp_path / "r", progress=False)
+    _, data = report([tmp_path / "r", tmp_path / "r", tmp_path / ".." / tmp_path.name / "r"])
+    assert [row["seeds"] for row in data["last"].values()] == [1]
+    assert [row["seeds"] for row in aggregate([tmp_path / "r"]).values()] == [1]
+
+
+def test_evaluating_a_model_that_knows_fewer_classes_than_the_data_is_one_line(small_benchmark, tmp_path):
+    from tinyasc.checkpoint import save_checkpoint
+    from tinyasc.features import FeatureConfig
+    from tinyasc.models import create_model
+    from tinyasc.runs import evaluate_checkpoints
+
+    five = tmp_path / "five.pt"
+    save_checkpoint(five, create_model("bc_resnet_asc_1", num_classes=5), "bc_resnet_asc", FeatureConfig(),
+                    ["airport", "bus", "metro", "metro_station", "park"], clip_seconds=1.0)
+    with pytest.raises(TinyascError, match="knows 5 classes but the data has labels up to"):
+        evaluate_checkpoints([five], small_benchmark, progress=False)

@@ -13,13 +13,17 @@ EVAL_BATCH = 32
 
 
 @torch.no_grad()
-def batch_logits(model, features, indices=None, batch_size=EVAL_BATCH, device="cpu", channels_last=False):
+def batch_logits(model, features, indices=None, batch_size=EVAL_BATCH, device="cpu", channels_last=False,
+                 progress=False):
     """Logits (len(indices), classes) of eval-mode `model` for rows `indices` (default: all) of a
     (N, F, T) feature array (a memory map is read batch by batch), in the order of `indices`."""
+    from tqdm.auto import tqdm
+
     model.eval()
     indices = np.arange(len(features)) if indices is None else np.asarray(indices)
     out = []
-    for start in range(0, len(indices), batch_size):
+    for start in tqdm(range(0, len(indices), batch_size), desc="evaluate", unit="batch", leave=False,
+                      disable=not progress, dynamic_ncols=True):
         x = torch.from_numpy(np.asarray(features[indices[start:start + batch_size]], dtype=np.float32)).unsqueeze(1)
         x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
         out.append(model(x).float().cpu())

@@ -280,14 +280,19 @@ def parameter_bytes(onnx_path):
 def calibration_features(folder, feature_cfg, clip_seconds, max_windows=CALIBRATION_WINDOWS):
     """(N, 1, F, T) features of the first windows of the audio files under `folder`. Unreadable files
     are skipped; none readable is an error."""
+    from tqdm.auto import tqdm
+
     windows = []
+    bar = tqdm(total=max_windows, unit="window", desc="int8 calibration", leave=False, dynamic_ncols=True)
     for path in collect_inputs([folder]):
         try:
             windows.append(load_windows(path, feature_cfg.sample_rate, clip_seconds)[0])
+            bar.update(len(windows[-1]))
         except TinyascError:
             continue
         if sum(len(w) for w in windows) >= max_windows:
             break
+    bar.close()
     if not windows:
         raise TinyascError(f"{folder}: no readable audio files to calibrate on")
     windows = np.concatenate(windows)[:max_windows]

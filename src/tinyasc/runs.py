@@ -187,7 +187,7 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
             cache = FeatureCache.build_or_load(data_root, clips, feature_cfg, cache_dir=cache_dir,
                                                num_samples=payload.get("clip_samples"), progress=progress)
             x = cache.features
-        logits = batch_logits(model, x)
+        logits = batch_logits(model, x, progress=progress)
         if logits.shape[1] != len(classes):
             raise TinyascError(f"{path}: the model has {logits.shape[1]} outputs but lists {len(classes)} classes")
         probs.append(softmax(logits))
