@@ -97,3 +97,13 @@ def test_report_keeps_runs_of_different_configs_apart(tmp_path):
     (tmp_path / "b" / "config.json").write_text(json.dumps({**config, "features": {"kind": "pcen"}}))
     table = aggregate([tmp_path / "a", tmp_path / "b"])
     assert len(table) == 2 and all(name.startswith("x [") and row["seeds"] == 1 for name, row in table.items())
+
+
+def test_macro_accuracy_is_the_mean_of_the_class_accuracies():
+    from tinyasc.evaluate import metrics
+
+    probs = np.eye(3)[[0, 0, 0, 1, 2, 2]]  # predictions
+    labels = np.array([0, 0, 0, 0, 1, 2])  # class 0: 3 of 4 right, class 1: 0 of 1, class 2: 1 of 1
+    m = metrics(probs, labels, np.array(["a"] * 6), ["x", "y", "z"])
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["macro_accuracy"] == pytest.approx((0.75 + 0 + 1) / 3)

@@ -162,3 +162,24 @@ def test_spec_augment_is_applied_exactly_where_the_config_says(path, small_bench
         run_training(exp, small_benchmark, tmp_path / "run", cache_dir=small_benchmark.parent / "cache",
                      progress=False, after_step=stop)
     assert bool(calls) == expected_spec_augment(path), f"{path.name}: SpecAugment calls {calls}"
+
+
+def test_augmentation_widths_follow_the_clip_length():
+    from tinyasc.features import FeatureConfig
+    from tinyasc.train import augmentation_sizes
+
+    cfg, features = TrainConfig(), FeatureConfig()
+    assert augmentation_sizes(cfg, features, 10.0) == (50, 80)  # the paper's ±1.5 s and 80 of 334 frames
+    roll, width = augmentation_sizes(cfg, features, 1.0)  # a DCASE 2022+ one-second clip: 34 frames
+    assert roll == 33 and width == 8  # never rolled by more than itself; a mask is 24 % of it, not 80 frames
+    assert augmentation_sizes(cfg, features, 2.0) == (50, 16)  # the default synthetic benchmark's 2 s clips
+
+
+def test_a_recipe_written_before_new_fields_existed_still_matches():
+    from tinyasc.experiment import recipe_of
+
+    exp = load_experiment(None, [], base={"model": {"preset": "bc_resnet_asc_1"}})
+    old = exp.recipe()
+    for field in ("spec_time_width", "spec_freq_width", "freq_mixstyle_p", "teacher_logits"):
+        old["train"].pop(field)
+    assert recipe_of(old) == recipe_of(exp.resolved())

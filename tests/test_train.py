@@ -294,3 +294,12 @@ def test_evaluating_a_model_that_knows_fewer_classes_than_the_data_is_one_line(s
                     ["airport", "bus", "metro", "metro_station", "park"], clip_seconds=1.0)
     with pytest.raises(TinyascError, match="knows 5 classes but the data has labels up to"):
         evaluate_checkpoints([five], small_benchmark, progress=False)
+
+
+def test_best_checkpoint_can_select_on_macro_accuracy(small_benchmark, tmp_path):
+    results = run_training(tiny_experiment("train.epochs=3", "train.select_on='macro_accuracy'"), small_benchmark,
+                           tmp_path / "r", progress=False)
+    history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda h: h["eval_macro_accuracy"])
+    assert results["best_epoch"] == best["epoch"]
+    assert results["best"]["macro_accuracy"] == pytest.approx(best["eval_macro_accuracy"])

@@ -43,7 +43,9 @@ class Experiment:
 def recipe_of(resolved):
     """The recipe part of a resolved-experiment dict, also of one written before the recipe/runtime
     split (runtime fields then sat in "train"), with "auto" SpecAugment decided as it was then."""
-    train = {k: v for k, v in resolved.get("train", {}).items() if k not in RUNTIME_FIELDS}
+    # fields added since a run was started take their defaults (which reproduce the old behaviour)
+    train = {**dataclasses.asdict(TrainConfig()), **resolved.get("train", {})}
+    train = {k: v for k, v in train.items() if k not in RUNTIME_FIELDS}
     if train.get("spec_augment") == "auto":
         train["spec_augment"] = "on" if resolved.get("model_config", {}).get("base_channels", 0) >= 80 else "off"
     out = {k: v for k, v in resolved.items() if k != "runtime"}

@@ -12,7 +12,7 @@ from tinyasc.experiment import recipe_of
 from tinyasc.rundir import RunDir
 from tinyasc.dcase import DEVICE_GROUPS, DEVICES
 
-COLUMNS = [d.upper() for d in DEVICES] + ["Overall", "real", "seen", "unseen"]
+COLUMNS = [d.upper() for d in DEVICES] + ["Overall", "real", "seen", "unseen", "macro"]
 
 
 def load_run(run_dir):
@@ -38,6 +38,7 @@ def columns_of(m):
     values = [m["per_device"].get(d, {}).get("accuracy", np.nan) for d in DEVICES]
     values.append(m["accuracy"])
     values += [m["per_group"].get(g, {}).get("accuracy", np.nan) for g in DEVICE_GROUPS]
+    values.append(m.get("macro_accuracy", np.nan))  # class-wise mean; absent from runs written before it
     return 100 * np.array(values, dtype=float)
 
 
