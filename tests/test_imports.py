@@ -22,9 +22,9 @@ LEVELS = {
     "checkpoint": 6,
     "compress.quantize": 7, "predict": 7, "train": 7,
     "experiment": 8, "export": 8, "figure": 8,
-    "report": 9,
+    "report": 9, "devices": 11,
     "runs": 10,
-    "compress.pipeline": 11,
+    "compress.pipeline": 11, "dcase2025": 8,
     "cli": 12,
     "__main__": 13, "tinyasc": 13,  # `python -m tinyasc`; the package exposes tinyasc.load lazily
 }

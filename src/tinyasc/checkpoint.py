@@ -123,3 +123,26 @@ def stored_bits(payload):
     """{parameter name: bits} a compressed checkpoint stores its parameters at (None for a float one):
     pass it to complexity.size_report / size_bytes / complexity as `bits`."""
     return (payload.get("quantization") or {}).get("bits")
+
+
+def device_models(path, general=None):
+    """{device: float model in eval mode} of a device-specific checkpoint (`tinyasc finetune-devices`;
+    {} for an ordinary one), each checked against its stored SHA-256."""
+    import copy
+
+    payload = read_checkpoint(path)
+    if not payload.get("device_models"):
+        return {}
+    general = general if general is not None else load_checkpoint(path)[0]
+    models = {}
+    for device, state in payload["device_models"].items():
+        expected = (payload.get("device_models_sha256") or {}).get(device)
+        if expected is not None and weights_sha256(state) != expected:
+            raise TinyascError(f"{path}: device model {device!r} does not match its stored SHA-256 (corrupted or edited)")
+        model = copy.deepcopy(general)
+        try:
+            model.load_state_dict(state)
+        except (RuntimeError, KeyError) as e:
+            raise TinyascError(f"{path}: device model {device!r} does not fit ({str(e).splitlines()[0]})") from None
+        models[str(device)] = model.eval()
+    return models

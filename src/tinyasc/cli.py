@@ -328,7 +328,7 @@ def cmd_export(args):
 def cmd_predict(args):
     from tqdm.auto import tqdm
 
-    from tinyasc.predict import MODEL_EXTENSIONS, collect_inputs, load, write_submission
+    from tinyasc.predict import MODEL_EXTENSIONS, collect_inputs, load, read_device_ids, write_submission
 
     models, inputs = [], list(args.paths)
     while inputs and inputs[0].lower().endswith(MODEL_EXTENSIONS):  # models first, recognised by extension
@@ -351,7 +351,9 @@ def cmd_predict(args):
     clf.show_long_progress = True  # files over predict.LONG_FILE_SECONDS stream with a progress bar
     if args.relative_to and not args.logits:
         raise TinyascError("--relative-to names the keys of a --logits file; give --logits OUT.npz too")
+    device_ids = read_device_ids(args.device_ids, files) if args.device_ids else None
     _, failed = write_submission(clf, files, args.out, batch_size=args.batch_size, workers=args.workers,
+                                 device_ids=device_ids,
                                  logits_out=args.logits, relative_to=args.relative_to,
                                  on_error=lambda m: tqdm.write(f"tinyasc: skipped {m}", file=sys.stderr))
     if failed:
@@ -369,6 +371,18 @@ def cmd_make_responses(args):
     check_output(args.out, kind="dir", force=True)
     paths = make_responses(args.out, args.count, args.seed)
     print(f"wrote {len(paths) if paths else args.count} responses to {args.out}")
+    return 0
+
+
+def cmd_finetune_devices(args):
+    from tinyasc.devices import DEVICES_FILE, finetune_devices
+
+    results = finetune_devices(args.checkpoint, args.data, args.out, sets=args.set or (), min_clips=args.min_clips,
+                               force=args.force, progress=not args.quiet, cache_dir=args.cache_dir)
+    for device, m in results.items():
+        print(f"device {device}: accuracy {100 * m['accuracy']:.1f}%  macro {100 * m['macro_accuracy']:.1f}%  "
+              f"on its {m['clips']} evaluate clips")
+    print(f"wrote {Path(args.out) / DEVICES_FILE} (the general model + {len(results)} device models)")
     return 0
 
 
@@ -556,6 +570,20 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("finetune-devices", help="DCASE 2025: fine-tune a trained model per training device into "
+                       "one checkpoint (unknown devices fall back to the general model)")
+    p.add_argument("checkpoint", help="the trained general model (float checkpoint)")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="folder: one run per device + devices.pt")
+    p.add_argument("--set", action="append", metavar="train.FIELD=VALUE", help="fine-tuning recipe (default 10 epochs, "
+                   "lr 0.005, no warm-up)")
+    p.add_argument("--min-clips", type=positive_int, default=32, help="devices with fewer training clips keep the "
+                   "general model")
+    p.add_argument("--cache-dir")
+    p.add_argument("--force", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_finetune_devices)
+
     p = sub.add_parser("make-responses", help="write a seeded family of random device impulse responses (WAV) "
                        "for train.dir_folder: smooth random EQ + short decaying tail, independent of the benchmark")
     p.add_argument("out", help="output folder")
@@ -585,6 +613,8 @@ def build_parser():
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--logits", metavar="OUT.npz", help="also write a teacher-logits file for distillation "
                    "(train.teacher_logits): file names + log-probabilities + class order")
+    p.add_argument("--device-ids", metavar="CSV", help="recording device per file (a CSV/TSV with filename and device "
+                   "or source_label columns, e.g. TAU's meta.csv): device-specific models route by it (DCASE 2025)")
     p.add_argument("--relative-to", metavar="DATA", help="key the --logits file by names relative to this dataset "
                    "root (as in its CSVs, e.g. audio/x.wav)")
     p.add_argument("--batch-size", type=positive_int, default=16, help="files per worker chunk (default 16)")

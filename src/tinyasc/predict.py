@@ -152,6 +152,12 @@ class Classifier:
             self._groups.setdefault((m.feature_cfg, m.clip_seconds), []).append(m)
         self._frontends = {cfg: make_frontend(cfg).to(device).eval() for cfg, _ in self._groups}
         self.show_long_progress = False  # a progress bar per long file (the CLI turns it on)
+        # DCASE 2025: {device id: Classifier} of device-specific models; other devices use this one
+        self.device_classifiers = {}
+
+    def for_device(self, device_id):
+        """The classifier for recordings of `device_id` (the general one for an unknown or absent id)."""
+        return self.device_classifiers.get(str(device_id).lower(), self) if device_id is not None else self
 
     def _window_probs(self, cfg, members, windows):
         """{member id: (n, K) float64 probabilities in self.classes order} for windows (n, samples)."""
@@ -203,10 +209,13 @@ class Classifier:
         return (total / len(self.members)).astype(np.float32)
 
     def predict(self, inputs: "str | os.PathLike | np.ndarray | torch.Tensor | list", sample_rate: int | None = None,
-                batch_size: int = 32) -> Predictions:
+                batch_size: int = 32, device_ids: "list | None" = None) -> Predictions:
         """Labels and probabilities for a path, a list of paths, a 1-D waveform, a list of 1-D
         waveforms or an (N, samples) array. Waveforms are at `sample_rate` (default: the model's,
-        16 kHz) and are resampled otherwise. A bad file raises AudioError."""
+        16 kHz) and are resampled otherwise. A bad file raises AudioError. `device_ids` (one per input)
+        routes each input to its device-specific model, unknown devices to the general one."""
+        if device_ids is not None:
+            return self._predict_by_device(inputs, device_ids, sample_rate, batch_size)
         if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
                                         or sample_rate <= 0):
             raise TinyascError(f"sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
@@ -236,6 +245,18 @@ class Classifier:
         if len(bad):
             raise TinyascError(f"input {bad[0]}: the prediction is not finite (the audio overflows the front end: "
                                "samples far outside ±1?)")
+        return Predictions([self.classes[i] for i in probs.argmax(1)], probs)
+
+    def _predict_by_device(self, inputs, device_ids, sample_rate, batch_size):
+        items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        if len(device_ids) != len(items):
+            raise TinyascError(f"{len(device_ids)} device ids for {len(items)} inputs")
+        probs = np.zeros((len(items), len(self.classes)), np.float32)
+        for device in dict.fromkeys(device_ids):
+            index = [i for i, d in enumerate(device_ids) if d == device]
+            clf = self.for_device(device)
+            part = clf.predict([items[i] for i in index], sample_rate, batch_size).probabilities
+            probs[index] = part[:, [clf.classes.index(c) for c in self.classes]]
         return Predictions([self.classes[i] for i in probs.argmax(1)], probs)
 
     def _classify_files(self, paths):
@@ -293,7 +314,17 @@ def load(*paths: "str | os.PathLike | list", threads: int | None = None, device:
         paths = tuple(paths[0])
     if device == "cuda" and not torch.cuda.is_available():
         raise TinyascError("--device cuda: no CUDA device is available to torch")
-    return Classifier([load_member(p, threads, device, backend) for p in paths], device=device)
+    clf = Classifier([load_member(p, threads, device, backend) for p in paths], device=device)
+    if len(paths) == 1 and Path(paths[0]).suffix.lower() in CHECKPOINT_EXTENSIONS:
+        from tinyasc.checkpoint import device_models, load_checkpoint
+
+        general, feature_cfg, classes, payload = load_checkpoint(paths[0])
+        for name, model in device_models(paths[0], general).items():
+            use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu")
+            net = onnx_net_of(model, feature_cfg, threads) if use_onnx else TorchNet(model, device)
+            member = Member(f"{paths[0]}[{name}]", net, feature_cfg, classes, clip_seconds_of(payload))
+            clf.device_classifiers[name] = Classifier([member], device=device)
+    return clf
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,14 +338,55 @@ def submission_row(filename, probs, classes):
     return "\t".join([str(filename), classes[int(np.argmax(probs))], *(f"{p:.6f}" for p in probs)])
 
 
+def _predict_files_by_device(classifier, files, device_ids, batch_size, workers, progress):
+    """predict_files, each file through the model of its device (files in their given order)."""
+    if not device_ids or not classifier.device_classifiers:
+        yield from classifier.predict_files(files, batch_size, workers, progress=progress)
+        return
+    results = {}
+    for device in dict.fromkeys(device_ids.get(f) for f in files):
+        group = [f for f in files if device_ids.get(f) == device]
+        clf = classifier.for_device(device)
+        for path, probs, error in clf.predict_files(group, batch_size, workers, progress=progress):
+            if probs is not None:
+                probs = probs[[clf.classes.index(c) for c in classifier.classes]]
+            results[path] = (path, probs, error)
+    yield from (results[f] for f in files)
+
+
+def read_device_ids(path, files):
+    """{file: device id} from a CSV/TSV with a `filename` column and a `device` (or `device_id`, or TAU's
+    `source_label`) column, matched to `files` by path, then by name (TAU lists 'audio/x.wav')."""
+    path = Path(path)
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise TinyascError(f"--device-ids {path}: cannot read ({e})") from None
+    sep = "\t" if lines and "\t" in lines[0] else ","
+    header = [h.strip() for h in lines[0].split(sep)] if lines else []
+    column = next((c for c in ("device", "device_id", "source_label") if c in header), None)
+    if "filename" not in header or column is None:
+        raise TinyascError(f"--device-ids {path}: needs a header with 'filename' and 'device' (or 'source_label')")
+    i, j = header.index("filename"), header.index(column)
+    table = {}
+    for number, line in enumerate(lines[1:], start=2):
+        fields = [f.strip() for f in line.split(sep)]
+        if len(fields) != len(header):
+            raise TinyascError(f"--device-ids {path}: line {number}: expected {len(header)} fields")
+        table[fields[i]] = fields[j].lower()
+    by_name = {Path(k).name: v for k, v in table.items()}
+    return {f: table.get(str(f), by_name.get(Path(f).name)) for f in files}
+
+
 def write_submission(classifier, files, out=None, *, batch_size=16, workers=None, progress=None, on_error=None,
-                     logits_out=None, relative_to=None):
+                     logits_out=None, relative_to=None, device_ids=None):
     """Classify `files` and write the DCASE Task 1 submission table (header + one row per good file) to
     the path `out` (atomically, only after every file was tried) or to sys.stdout when `out` is None.
     A bad file is skipped and passed to `on_error(message)` (default: printed to stderr). Returns
     (rows written, failed messages). `logits_out`: also write a teacher-logits file (tinyasc.distill;
     log of the averaged probabilities, which softmax maps back to them) keyed by file names relative to
-    `relative_to` (the dataset root, so they match its CSVs). Torch runs one thread per op meanwhile: the `workers` threads
+    `relative_to` (the dataset root, so they match its CSVs). `device_ids` ({file: device id}) routes
+    files to device-specific models (DCASE 2025). Torch runs one thread per op meanwhile: the `workers` threads
     (default one per core) take chunks of files side by side, which keeps every core busy."""
     from tinyasc.checkpoint import atomic_write
 
@@ -326,7 +398,7 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
     torch.set_num_threads(1)
     try:
         progress = len(files) >= 20 if progress is None else progress
-        for path, probs, error in classifier.predict_files(files, batch_size, workers, progress=progress):
+        for path, probs, error in _predict_files_by_device(classifier, files, device_ids, batch_size, workers, progress):
             if error:
                 failed.append(error)
                 on_error(error)

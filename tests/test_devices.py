@@ -1,0 +1,85 @@
+"""Device-specific models and the DCASE 2025 inference interface: fine-tune per training device into one
+checkpoint, route files by device id (unknown ids → the general model), logits + class order out, and
+the 2025 complexity rules per device model — tested the way the 2025 template's evaluation calls it."""
+import numpy as np
+import pytest
+import torch
+
+from tinyasc import dcase2025
+from tinyasc.cli import main
+from tinyasc.data.tau import read_split
+from tinyasc.devices import finetune_devices
+from tinyasc.experiment import load_experiment
+from tinyasc.predict import load
+from tinyasc.runs import run_training
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def bundle(small_benchmark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("devices")
+    exp = load_experiment(None, ["train.epochs=1", "train.batch_size=8", "train.warmup_epochs=0",
+                                 "runtime.extract_workers=0"], base={"model": {"preset": "bc_resnet_asc_1"}})
+    run_training(exp, small_benchmark, root / "general", progress=False)
+    results = finetune_devices(root / "general" / "last.pt", small_benchmark, root / "dev",
+                               sets=["train.epochs=1", "train.batch_size=4"], min_clips=2, progress=False)
+    return {"root": root, "data": small_benchmark, "general": root / "general" / "last.pt",
+            "devices": root / "dev" / "devices.pt", "results": results}
+
+
+def test_one_checkpoint_holds_the_general_model_and_one_model_per_training_device(bundle):
+    train_devices = {c.device for c in read_split(bundle["data"], "train")}
+    clf = load(bundle["devices"])
+    assert set(clf.device_classifiers) == set(bundle["results"]) and "a" in clf.device_classifiers
+    assert set(clf.device_classifiers) <= train_devices
+    x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    general = clf.predict(x).probabilities
+    tuned = clf.for_device("a").predict(x).probabilities
+    assert not np.allclose(general, tuned)  # fine-tuning changed the device model
+    # the general model inside devices.pt is the checkpoint it was made from
+    np.testing.assert_allclose(general, load(bundle["general"]).predict(x).probabilities, atol=1e-6)
+
+
+def test_the_2025_interface_routes_by_device_and_falls_back_for_unknown_ids(bundle):
+    files = [str(bundle["data"] / c.filename) for c in read_split(bundle["data"], "evaluate")[:6]]
+    devices = ["a", "b", "s4", "unknown-device", "A", "s1"]
+    model = dcase2025.load_model(str(bundle["devices"]), use_cuda=False)
+    logits, classes = dcase2025.predict(files, devices, model=model)
+    assert len(logits) == 6 and all(t.shape == (10,) and t.dtype == torch.float32 for t in logits)
+    assert classes == model.classes
+    general = dcase2025.get_model_for_device(model, "unknown-device")
+    assert general is model and dcase2025.get_model_for_device(model, "a") is model.device_classifiers["a"]
+    for i in (2, 3):  # s4 (unseen in training) and an unknown id: the general model
+        expected = np.log(np.clip(model.predict([files[i]]).probabilities[0], 1e-12, None))
+        np.testing.assert_allclose(logits[i].numpy(), expected, atol=1e-5)
+    a_model = model.device_classifiers["a"]
+    expected = np.log(np.clip(a_model.predict([files[0]]).probabilities[0], 1e-12, None))
+    np.testing.assert_allclose(logits[0].numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(logits[4].numpy(), a_model_logits(a_model, files[4]), atol=1e-5)  # ids are case-blind
+    assert np.allclose(torch.softmax(logits[0], 0).sum().item(), 1.0)
+
+
+def a_model_logits(clf, path):
+    return np.log(np.clip(clf.predict([path]).probabilities[0], 1e-12, None))
+
+
+def test_complexity_is_checked_per_device_model(bundle):
+    reports = dcase2025.check_complexity(str(bundle["devices"]))
+    assert set(reports) == {"general", *bundle["results"]}
+    assert all(r["pass"] and r["rule_set"] == "dcase2025" for r in reports.values())
+
+
+def test_predict_command_takes_device_ids_from_meta_csv(bundle, tmp_path):
+    out = tmp_path / "s.tsv"
+    audio = [str(bundle["data"] / c.filename) for c in read_split(bundle["data"], "evaluate")[:4]]
+    assert main(["predict", str(bundle["devices"]), *audio, "--out", str(out), "--device-ids",
+                 str(bundle["data"] / "meta.csv"), "--workers", "1"]) == 0
+    rows = out.read_text().splitlines()[1:]
+    assert len(rows) == 4
+    devices = dict(line.split("\t")[0::3] for line in (bundle["data"] / "meta.csv").read_text().splitlines()[1:])
+    clf = load(bundle["devices"])
+    for row, path in zip(rows, audio):
+        device = devices[path[len(str(bundle["data"])) + 1:]]
+        expected = clf.for_device(device).predict([path]).probabilities[0]
+        np.testing.assert_allclose(np.array(row.split("\t")[2:], dtype=float), expected, atol=1e-5)
