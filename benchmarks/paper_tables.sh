@@ -13,7 +13,7 @@ FT_EPOCHS=${FT_EPOCHS:-10}
 SEEDS=${SEEDS:-0 1 2}
 export OMP_NUM_THREADS=1
 [ -f "$DATA/evaluation_setup/fold1_evaluate.csv" ] || tinyasc synth "$DATA" --seed 0 --quiet
-common=(--data "$DATA" --seeds $SEEDS --quiet --set train.threads=1 --set train.extract_workers=0
+common=(--data "$DATA" --seeds $SEEDS --quiet --set runtime.threads=1 --set runtime.extract_workers=0
         --set train.epochs="$EPOCHS" --set train.warmup_epochs=$(python3 -c "print(min(5, $EPOCHS / 4))"))
 row() { tinyasc sweep --config "configs/bc_resnet_asc_1_$1.toml" --out "$OUT/table3/$1" "${common[@]}" > "$OUT/logs/$1.log" 2>&1; }
 mkdir -p "$OUT/logs"
@@ -30,7 +30,7 @@ compress() {  # $1 = variant (compressed | compressed_kd), $2 = seed
   [ -f "$dir/results.json" ] && return 0
   local resume=(); [ -f "$dir/last.pt" ] && resume=(--resume)
   tinyasc compress "$OUT/table3/resnorm/seed$2/last.pt" --config "configs/table4_asc1_$1.toml" --data "$DATA" \
-    --out "$dir" --seed "$2" --epochs "$FT_EPOCHS" --set train.threads=1 --quiet "${resume[@]}" >> "$OUT/logs/table4.log" 2>&1
+    --out "$dir" --seed "$2" --epochs "$FT_EPOCHS" --set runtime.threads=1 --quiet "${resume[@]}" >> "$OUT/logs/table4.log" 2>&1
 }
 for s in $SEEDS; do compress compressed "$s"; compress compressed_kd "$s"; done
 wait $q1
