@@ -60,7 +60,8 @@ def main():
     general = runs / f"resnorm_split25_seed{args.seeds[0]}" / "last.pt"
     devdir = runs / "resnorm_split25_devices"
     if not (devdir / "devices.pt").is_file():
-        finetune_devices(general, data, devdir, sets=[f"train.epochs={args.device_epochs}"], progress=False, force=True)
+        finetune_devices(general, data, devdir, sets=[f"train.epochs={args.device_epochs}"], progress=False, force=True,
+                         train_split="split25")
     clips = read_split(data, "evaluate")
     files = [str(data / c.filename) for c in clips]
     labels = np.array([c.label for c in clips])

@@ -378,7 +378,8 @@ def cmd_finetune_devices(args):
     from tinyasc.devices import DEVICES_FILE, finetune_devices
 
     results = finetune_devices(args.checkpoint, args.data, args.out, sets=args.set or (), min_clips=args.min_clips,
-                               force=args.force, progress=not args.quiet, cache_dir=args.cache_dir)
+                               force=args.force, progress=not args.quiet, cache_dir=args.cache_dir,
+                               train_split=args.train_split)
     for device, m in results.items():
         print(f"device {device}: accuracy {100 * m['accuracy']:.1f}%  macro {100 * m['macro_accuracy']:.1f}%  "
               f"on its {m['clips']} evaluate clips")
@@ -577,6 +578,8 @@ def build_parser():
     p.add_argument("--out", required=True, help="folder: one run per device + devices.pt")
     p.add_argument("--set", action="append", metavar="train.FIELD=VALUE", help="fine-tuning recipe (default 10 epochs, "
                    "lr 0.005, no warm-up)")
+    p.add_argument("--train-split", metavar="NAME", help="fine-tune on this training subset (default: the one the "
+                   "general model was trained on, e.g. split25)")
     p.add_argument("--min-clips", type=positive_int, default=32, help="devices with fewer training clips keep the "
                    "general model")
     p.add_argument("--cache-dir")

@@ -45,9 +45,11 @@ def device_split(split, device):
 
 
 def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, force=False, progress=True,
-                     cache_dir=None):
+                     cache_dir=None, train_split=None):
     """Fine-tune a copy of `checkpoint` per training device into OUT/<device>/ and bundle the general and
-    device models into OUT/devices.pt. Returns {device: metrics on that device's evaluate clips}."""
+    device models into OUT/devices.pt. `train_split` (e.g. "split25"; default: the general model's own)
+    restricts fine-tuning to a training subset, as the 2025 rules require. Returns {device: metrics on
+    that device's evaluate clips}."""
     from tinyasc.experiment import parse_override
 
     payload = read_checkpoint(checkpoint)
@@ -65,11 +67,12 @@ def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, f
             raise TinyascError(f"bad --set {'.'.join(keys)!r} for device fine-tuning: use train.FIELD or runtime.FIELD")
         sections[keys[0]][keys[1]] = value
     exp = experiment_from_sections(sections, where=str(checkpoint))
-    check_dataset(data_root)
+    train_split = train_split or payload.get("train_split")
+    check_dataset(data_root, train_split)
     out = Path(out_dir)
     check_output(out, kind="dir", force=True)
     check_output(out / DEVICES_FILE, force=force)
-    train = load_split(data_root, "train", exp, cache_dir, progress=progress)
+    train = load_split(data_root, "train", exp, cache_dir, progress=progress, train_split=train_split)
     evaluate = load_split(data_root, "evaluate", exp, cache_dir,
                           num_samples=round(train.clip_seconds * exp.features.sample_rate), progress=progress)
     min_clips = max(min_clips, exp.train.batch_size)  # at least one full batch per device
@@ -102,5 +105,6 @@ def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, f
         save_checkpoint(out / DEVICES_FILE, general, payload["arch"], feature_cfg, classes,
                         device_models=states,
                         device_models_sha256={d: weights_sha256(s) for d, s in states.items()},
-                        device_results=json.loads(json.dumps(results)), **extra)
+                        device_results=json.loads(json.dumps(results)),
+                        **{**extra, "train_split": train_split})
     return results
