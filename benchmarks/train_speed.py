@@ -7,7 +7,7 @@ same machine load; the table shows medians. Writes benchmarks/results/train_spee
     python benchmarks/train_speed.py                 # all cases (~10 min on 2 cores)
     python benchmarks/train_speed.py --rounds 5
     # epoch of `tinyasc train` (c = 80, default benchmark), before (a checkout of the old source) vs now:
-    git archive 9cd5467 src | tar -x -C /tmp/old && python benchmarks/train_speed.py --epoch data/bench --old-src /tmp/old/src
+    mkdir -p build/old && git archive 9cd5467 src | tar -x -C build/old && python benchmarks/train_speed.py --epoch data/bench --old-src build/old/src
 """
 import argparse
 import json
