@@ -85,7 +85,6 @@ def load_experiment(path=None, overrides=(), base=None):
         loaded = read_toml(path)
         data.update({k: {**data.get(k, {}), **v} if isinstance(v, dict) and k != "model" else v
                      for k, v in loaded.items()})
-        data.setdefault("name", Path(path).stem)
         if "name" not in loaded:
             data["name"] = Path(path).stem
     for keys, value in map(parse_override, overrides):

@@ -278,11 +278,11 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
     batches = FeatureBatches(train.features, train.labels, per_rank_batch, drop_last=True)
     responses = teacher = None
     if cfg.dir_folder:  # (R, F) mel log-gains of the user's device responses
-        from tinyasc.device_response import load_impulse_responses, response_table
+        from tinyasc.device_response import device_response, load_impulse_responses, response_table
 
         responses = response_table(load_impulse_responses(cfg.dir_folder, exp.features), exp.features).to(device)
     if cfg.teacher_logits:  # (N, K) teacher logits in the training split's order, checked by file name
-        from tinyasc.distill import load_teacher_logits
+        from tinyasc.distill import kd_loss, kd_targets, load_teacher_logits
 
         teacher = load_teacher_logits(cfg.teacher_logits, train.filenames, train.classes)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else None}.get(runtime.amp)
@@ -317,8 +317,6 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
             x, y = x.to(device), y.to(device)
             x = time_roll(x, roll_frames, g)  # assumed label-preserving (also for teacher logits)
             if responses is not None:  # a recording device's colouring, before the clips are mixed
-                from tinyasc.device_response import device_response
-
                 x = device_response(x, responses, cfg.dir_p, generator=g)
             if cfg.spec_augment == "on":
                 x = spec_augment(x, g, freq_width=cfg.spec_freq_width, time_width=time_width)
@@ -334,8 +332,6 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                 logits = net(x)
                 loss = loss_fn(logits, x, y_a, y_b, lam) if loss_fn else mixup_loss(logits, y_a, y_b, lam)
                 if teacher is not None:
-                    from tinyasc.distill import kd_loss, kd_targets
-
                     targets = kd_targets(teacher[torch.as_tensor(index)].to(device), cfg.kd_temperature, lam, perm)
                     loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kd_loss(logits.float(), targets, cfg.kd_temperature)
             if not torch.isfinite(loss):  # stop before a NaN reaches the weights; last.pt stays the last good epoch
