@@ -1,4 +1,4 @@
-"""Reader for TAU Urban Acoustic Scenes 2020 Mobile, development set (paper §3.1, dataset [6]).
+"""Reader for TAU Urban Acoustic Scenes 2020 Mobile (paper §3.1, dataset [6]) and 2022 Mobile development sets.
 
 10 scenes recorded with real devices A, B, C and simulated devices S1–S6; the fold-1 split has
 13,962 training and 2,970 evaluation clips of 10 s. The dataset root is always an argument.
@@ -97,7 +97,7 @@ def check_root(root):
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found (expected a TAU Urban Acoustic Scenes "
-                           f"2020 Mobile development folder with meta.csv, audio/, evaluation_setup/)")
+                           f"2020 or 2022 Mobile development folder with meta.csv, audio/, evaluation_setup/)")
     return root
 
 
