@@ -83,3 +83,13 @@ def test_predict_command_takes_device_ids_from_meta_csv(bundle, tmp_path):
         device = devices[path[len(str(bundle["data"])) + 1:]]
         expected = clf.for_device(device).predict([path]).probabilities[0]
         np.testing.assert_allclose(np.array(row.split("\t")[2:], dtype=float), expected, atol=1e-5)
+
+
+def test_evaluate_routes_a_device_checkpoint_by_each_clips_device(bundle):
+    from tinyasc.runs import evaluate_checkpoints
+
+    general = evaluate_checkpoints([bundle["general"]], bundle["data"], progress=False)
+    routed = evaluate_checkpoints([bundle["devices"]], bundle["data"], progress=False)
+    for device in ("s4", "s5", "s6"):  # no device model: the general model's predictions, unchanged
+        assert routed["per_device"][device] == general["per_device"][device]
+    assert routed["per_device"]["a"]["log_loss"] != general["per_device"]["a"]["log_loss"]

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tinyasc.checkpoint import load_checkpoint
+from tinyasc.checkpoint import device_models, load_checkpoint
 from tinyasc.data.cache import FeatureCache
 from tinyasc.data.tau import read_split, read_train_subset
 from tinyasc.dcase import SCENES
@@ -175,9 +175,13 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
     clips = read_split(data_root, split) if data is None else None
     if clips is not None and any(c.label < 0 for c in clips):
         raise TinyascError(f"{data_root}: the {split} split has no labels; use `tinyasc predict` on it")
+    if data is not None:
+        labels, devices = data.labels, data.devices
+    else:
+        labels, devices = np.array([c.label for c in clips]), np.array([c.device for c in clips])
     probs, classes = [], None
     for path in paths:
-        model, feature_cfg, model_classes, payload = load_checkpoint(path)
+        model, feature_cfg, model_classes, payload = load_checkpoint(path)  # checks classes against the head
         if classes is not None and model_classes != classes:
             raise TinyascError(f"{path}: its classes differ from {paths[0]}'s; cannot ensemble")
         classes = model_classes
@@ -188,13 +192,11 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
                                                num_samples=payload.get("clip_samples"), progress=progress)
             x = cache.features
         logits = batch_logits(model, x, progress=progress)
-        if logits.shape[1] != len(classes):
-            raise TinyascError(f"{path}: the model has {logits.shape[1]} outputs but lists {len(classes)} classes")
+        for device, device_model in device_models(path, model).items():  # a devices.pt routes by device
+            rows = np.flatnonzero(devices == device)
+            if len(rows):
+                logits[rows] = batch_logits(device_model, x, rows)
         probs.append(softmax(logits))
-    if data is not None:
-        labels, devices = data.labels, data.devices
-    else:
-        labels, devices = np.array([c.label for c in clips]), np.array([c.device for c in clips])
     if labels.max(initial=-1) >= len(classes):
         raise TinyascError(f"{paths[0]}: the model knows {len(classes)} classes but the data has labels up to "
                            f"{labels.max()} ({SCENES[labels.max()] if labels.max() < len(SCENES) else labels.max()})")
