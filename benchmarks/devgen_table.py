@@ -1,9 +1,11 @@
 """Device generalisation side by side (issue 13): BC-ResNet-ASC-1 on the default synthetic benchmark with
 baseline, ResNorm, Freq-MixStyle, device-response augmentation (DIR), their combinations, and all three +
 distillation from the best configuration's logits (its seeds' ensemble); per device, seen vs unseen,
-micro and macro accuracy. Resumable; writes benchmarks/results/devgen_table.{json,md}.
+micro and macro accuracy. Resumable; writes benchmarks/results/devgen_table.{json,md}, or
+devgen_table_<layout>_<split>.{json,md} with --train-split (the TAU 2022-layout benchmark's subsets).
 
-    python benchmarks/devgen_table.py --data data/synthetic --runs runs/devgen --epochs 15 --seeds 0 1 2"""
+    python benchmarks/devgen_table.py --data data/synthetic --runs runs/devgen --epochs 15 --seeds 0 1 2
+    python benchmarks/devgen_table.py --data data/bench22 --train-split split25 --runs runs/devgen22 --seeds 0 1 2"""
 import argparse
 import json
 import subprocess
@@ -34,6 +36,8 @@ def train(name, sets, seed, args, irs, extra=()):
                "--set", f"name='{name}'"]
         for s in [*sets, *extra]:
             cmd += ["--set", s.format(irs=irs)]
+        if args.train_split:
+            cmd += ["--train-split", args.train_split]
         if (run / "last.pt").is_file():
             cmd.append("--resume")
         subprocess.run(cmd, check=True)
@@ -46,6 +50,7 @@ def main():
     parser.add_argument("--runs", default="runs/devgen")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-split", help="train on this subset (TAU 2022 layout: split5 … split100)")
     parser.add_argument("--only", nargs="*", help="row names to run (for running rows in parallel)")
     args = parser.parse_args()
     irs = Path(args.runs) / "responses"
@@ -90,9 +95,10 @@ def write(runs, best, args):
         lines.append(f"| {name} | {len(ms)} | " + " | ".join(cells + groups) +
                      f" | {mean(lambda m: m['accuracy']):.1f} ± {std(lambda m: m['accuracy']):.1f}"
                      f" | {mean(lambda m: m['macro_accuracy']):.1f} |")
-    RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    RESULTS.with_suffix(".json").write_text(json.dumps({"epochs": args.epochs, "seeds": args.seeds, "teacher": best,
-                                                         "runs": data}, indent=1) + "\n")
+    out = RESULTS.with_name(f"devgen_table_tau2022_{args.train_split}") if args.train_split else RESULTS
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"epochs": args.epochs, "seeds": args.seeds, "teacher": best,
+                                                         "train_split": args.train_split, "runs": data}, indent=1) + "\n")
     print("\n".join(lines))
 
 

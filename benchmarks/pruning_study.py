@@ -95,7 +95,7 @@ def prune_only(args):
 
 
     from tinyasc.compress.pipeline import compress_experiment
-    from tinyasc.compress.prune import prune
+    from tinyasc.compress.prune import prune, recalibrate_batchnorm
     from tinyasc.evaluate import batch_logits, metrics, softmax
     from tinyasc.runs import load_split
 
@@ -119,7 +119,9 @@ def prune_only(args):
             for scope in args.scopes:
                 student = copy.deepcopy(model)
                 prune(student, ratio, scope)
-                cells.append({"ratio": ratio, "scope": scope, "accuracy": accuracy(student)})
+                cell = {"ratio": ratio, "scope": scope, "accuracy": accuracy(student)}
+                recalibrate_batchnorm(student, train.features)  # as tinyasc compress does before fine-tuning
+                cells.append({**cell, "accuracy_recalibrated": accuracy(student)})
                 print(teacher, cells[-1], flush=True)
         out.write_text(json.dumps(cells, indent=1))
         report(args.runs)

@@ -11,7 +11,7 @@ from pathlib import Path
 from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint, stored_bits
 from tinyasc.complexity import size_report
 from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distillation_loss
-from tinyasc.compress.prune import DEFAULT_SCOPE, SCOPES, prune, sparsity, zero_pruned
+from tinyasc.compress.prune import DEFAULT_SCOPE, SCOPES, prune, recalibrate_batchnorm, sparsity, zero_pruned
 from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_qat
 from tinyasc.errors import TinyascError
 from tinyasc.config import config_from_dict
@@ -31,6 +31,9 @@ class CompressConfig:
     prune: float = 0.89  # fraction of conv weights set to zero; 0 = no pruning
     prune_scope: str = DEFAULT_SCOPE  # "dw_floor" (default), "layer" or "global": see prune.magnitude_masks
     prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
+    # re-estimate the BatchNorm statistics of the pruned, quantized student on (up to 2,048) training
+    # clips before fine-tuning: without it the pruned network starts near chance (README, Compression)
+    recalibrate_bn: bool = True
     bits: int = 8  # conv weight bits (symmetric, QAT); 0 = no quantization
     per_channel: bool = False  # per-tensor by default: 1 scale per conv, where per-channel scales
     # (4,690 for BC-ResNet-ASC-8, many for 3-weight depthwise filters) would add ~18 KB at fp32
@@ -161,6 +164,8 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
                           num_samples=round(train.clip_seconds * exp.features.sample_rate), progress=progress)
 
     student = build_student(teacher, ccfg)  # masks depend only on the teacher: a resumed run rebuilds the same
+    if ccfg.recalibrate_bn and ccfg.prune > 0 and not resume:  # a resumed run loads its own statistics
+        recalibrate_batchnorm(student, train.features)
     loss_fn = None
     if ccfg.distill:
         teachers = [load_checkpoint(p)[0] for p in ccfg.kd_teachers] if ccfg.kd_teachers else [teacher]

@@ -4,6 +4,8 @@ network is fine-tuned (the mask multiplies the weight in the forward pass and is
 every optimiser step)."""
 import math
 
+import numpy as np
+
 import torch
 from torch import nn
 
@@ -195,3 +197,32 @@ def sparsity(model, exclude=()):
         layers[name] = z / w.numel()
         zeros, total = zeros + z, total + w.numel()
     return {"layers": layers, "zeros": zeros, "weights": total, "ratio": zeros / max(total, 1)}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model, features, max_clips=2048, batch_size=64, device="cpu"):
+    """Re-estimate every BatchNorm's running mean/variance for the network as it is now (pruned,
+    fake-quantized) from `max_clips` evenly spaced rows of `features` ((N, F, T) array or memory map;
+    all rows if fewer), in eval mode except the BatchNorms (no dropout), as a cumulative average over
+    the batches (momentum None). Returns the number of clips used.
+
+    Why: one-shot pruning removes part of every conv's output, so the statistics the teacher's
+    BatchNorms learned no longer match their inputs; the mismatch compounds through the stages, and the
+    pruned float network is near chance before any fine-tuning (benchmarks/pruning_study.py measures it)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms or len(features) == 0:
+        return 0
+    rows = np.unique(np.linspace(0, len(features) - 1, min(len(features), max_clips)).round().astype(int))
+    was_training, saved = model.training, [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for start in range(0, len(rows), batch_size):
+        x = torch.from_numpy(np.asarray(features[rows[start:start + batch_size]], dtype=np.float32))
+        model(x.unsqueeze(1).to(device))
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(rows)
