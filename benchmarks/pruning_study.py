@@ -5,7 +5,7 @@
     python benchmarks/pruning_study.py --report                                    # tables only
 
 For every width (BC-ResNet-ASC-1 / -8, + ResNorm) and seed: train a short teacher with `tinyasc train`,
-then for every scope (dw_floor, layer, global) and ratio (0.5, 0.75, 0.89) run `tinyasc compress` (prune
+then for every scope (dw_floor, layer, global, global_dw_floor) and ratio (0.5, 0.75, 0.89) run `tinyasc compress` (prune
 one-shot, 8-bit QAT fine-tune, no KD) and record the fraction of depthwise filters with a surviving
 weight and the evaluate accuracy of compressed.pt (last epoch). Runs live in RUNS (git-ignored); a cell
 whose run folder already holds results is skipped, so the study resumes, and two instances on disjoint
@@ -120,8 +120,9 @@ def prune_only(args):
                 student = copy.deepcopy(model)
                 prune(student, ratio, scope)
                 cell = {"ratio": ratio, "scope": scope, "accuracy": accuracy(student)}
-                recalibrate_batchnorm(student, train.features)  # as tinyasc compress does before fine-tuning
-                cells.append({**cell, "accuracy_recalibrated": accuracy(student)})
+                # as tinyasc compress does before fine-tuning (it uses up to 2,048 clips)
+                recalibrate_batchnorm(student, train.features, max_clips=args.recal_clips)
+                cells.append({**cell, "accuracy_recalibrated": accuracy(student), "recal_clips": args.recal_clips})
                 print(teacher, cells[-1], flush=True)
         out.write_text(json.dumps(cells, indent=1))
         report(args.runs)
@@ -189,12 +190,16 @@ def report(runs):
         mine = [c for c in pruned if c["width"] == width]
         seeds = sorted({c["seed"] for c in mine})
         lines += ["", f"## c = {10 * width}: accuracy right after pruning (no fine-tuning, float)", "",
-                  f"Seeds {seeds}; unpruned teacher: {_mean_std([c['accuracy'] for c in mine if c['scope'] == 'none'])} %.", "",
+                  f"Seeds {seeds}; unpruned teacher: {_mean_std([c['accuracy'] for c in mine if c['scope'] == 'none'])} %. "
+                  "Each cell: pruned with the teacher's BatchNorm statistics → after re-estimating them "
+                  "(`recalibrate_batchnorm`) on training clips.", "",
                   "| ratio | " + " | ".join(SCOPES) + " |", "|---|" + "---|" * len(SCOPES)]
         for ratio in RATIOS:
-            lines.append(f"| {ratio} | " + " | ".join(_mean_std([c["accuracy"] for c in mine
-                                                                  if c["ratio"] == ratio and c["scope"] == s])
-                                                      for s in SCOPES) + " |")
+            cells_at = [[c for c in mine if c["ratio"] == ratio and c["scope"] == s] for s in SCOPES]
+            lines.append(f"| {ratio} | " + " | ".join(
+                f"{_mean_std([c['accuracy'] for c in group])} → "
+                f"{_mean_std([c['accuracy_recalibrated'] for c in group if 'accuracy_recalibrated' in c])}"
+                for group in cells_at) + " |")
     RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -209,6 +214,8 @@ def main():
     ap.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     ap.add_argument("--scopes", nargs="+", default=list(SCOPES), choices=SCOPES)
     ap.add_argument("--report", action="store_true", help="only rewrite the result files")
+    ap.add_argument("--recal-clips", type=int, default=2048, help="training clips for the BatchNorm re-estimate "
+                    "in --prune-only (compress uses 2,048)")
     ap.add_argument("--prune-only", action="store_true", help="accuracy right after pruning, no fine-tuning "
                     "(every finished teacher of --width)")
     args = ap.parse_args()

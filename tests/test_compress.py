@@ -14,7 +14,7 @@ from tinyasc.complexity import size_report
 from tinyasc.compress.distill import Teacher, distillation_loss, kd_loss
 from tinyasc.compress.pipeline import CompressConfig, build_student, compress_experiment, save_compressed
 from tinyasc.compress.prune import (DEFAULT_SCOPE, alive_filters, conv_layers, is_depthwise, magnitude_masks, prune,
-                                    sparsity, zero_pruned)
+                                    recalibrate_batchnorm, sparsity, zero_pruned)
 from tinyasc.compress.quantize import QATConv2d, fake_quantize, prepare_qat, quantize
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
@@ -104,6 +104,40 @@ def test_default_pruning_keeps_every_depthwise_filter_alive_at_the_target_total(
 def test_dw_floor_refuses_a_ratio_that_leaves_fewer_weights_than_depthwise_filters():
     with pytest.raises(TinyascError, match="dw_floor"):
         magnitude_masks(create_model("bc_resnet_asc_1"), 0.95, scope="dw_floor")
+
+
+def test_global_dw_floor_keeps_every_depthwise_filter_within_the_global_budget():
+    model = trained_like("bc_resnet_asc_8")
+    dw = depthwise_names(model)
+    masks = magnitude_masks(model, 0.89, scope="global_dw_floor")
+    plain = magnitude_masks(model, 0.89, scope="global")
+    assert sum(int(m.sum()) for m in masks.values()) == sum(int(m.sum()) for m in plain.values()) == 300_320 - round(
+        0.89 * 300_320)
+    alive, filters = alive_filters(masks, dw)
+    assert alive == filters and alive_filters(plain, dw)[0] < filters  # plain global cuts some off here
+    for n in dw:  # each filter's largest weight is among the kept ones
+        w = model.get_submodule(n).weight.detach().abs().flatten(1)
+        assert masks[n].flatten(1)[torch.arange(w.shape[0]), w.argmax(1)].all()
+    assert all(m.float().mean() >= 0.02 - 1e-9 for m in masks.values())  # the global scope's per-layer floor holds
+    with pytest.raises(TinyascError, match="global_dw_floor"):
+        magnitude_masks(create_model("bc_resnet_asc_1"), 0.95, scope="global_dw_floor")
+
+
+def test_recalibrate_batchnorm_sets_the_statistics_of_the_network_as_it_is():
+    torch.manual_seed(0)
+    model = create_model("bc_resnet_asc_1", resnorm="all").eval()
+    prune(model, 0.75)
+    features = torch.randn(40, 256, 30).numpy()
+    norm = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    assert recalibrate_batchnorm(model, features, batch_size=64) == 40  # one batch: exact statistics
+    hook.remove()
+    x = seen[0].transpose(0, 1).flatten(1)  # (channels, values)
+    assert torch.allclose(norm.running_mean, x.mean(1), atol=1e-5)
+    assert torch.allclose(norm.running_var, x.var(1), rtol=1e-4, atol=1e-6)
+    assert not model.training and norm.momentum == 0.1  # mode and momentum restored
+    assert recalibrate_batchnorm(model, features[:0]) == 0
 
 
 def test_fake_quantization_is_symmetric_int8_and_keeps_zeros():

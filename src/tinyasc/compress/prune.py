@@ -11,7 +11,7 @@ from torch import nn
 
 from tinyasc.errors import TinyascError
 
-SCOPES = ("dw_floor", "layer", "global")
+SCOPES = ("dw_floor", "layer", "global", "global_dw_floor")
 DEFAULT_SCOPE = "dw_floor"  # chosen by benchmarks/pruning_study.py (README, Compression)
 
 
@@ -132,7 +132,9 @@ def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02
     than ceil(min_keep · n) weights keeps its ceil(min_keep · n) largest and the others share the
     rest of the budget. Without this floor a global threshold at 0.89 on a freshly initialised
     BC-ResNet-ASC-8 keeps ~85% of every depthwise conv (fan-in 3: large weights) and wipes out the
-    stage-4 1×1 convs and the head (fan-in 200: small weights) — the init scale, not importance."""
+    stage-4 1×1 convs and the head (fan-in 200: small weights) — the init scale, not importance.
+    scope="global_dw_floor": "global", except that every depthwise filter first keeps its largest weight
+    (those weights rank above all others), so no depthwise channel is cut; same total kept count."""
     if not 0 <= ratio < 1:
         raise TinyascError(f"pruning ratio must be in [0, 1), not {ratio}")
     if scope not in SCOPES:
@@ -147,6 +149,18 @@ def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02
     total = sum(s.numel() for s in scores.values())
     keep_total = total - round(ratio * total)
     floors = {name: min(s.numel(), math.ceil(min_keep * s.numel())) for name, s in scores.items()}
+    if scope == "global_dw_floor":  # every depthwise filter's largest |w| ranks above everything else
+        dw = {name for name, m in layers.items() if is_depthwise(m)}
+        need = sum(layers[name].out_channels for name in dw)
+        if keep_total < need:
+            raise TinyascError(f"pruning ratio too high for prune_scope 'global_dw_floor': it keeps {keep_total} conv "
+                               f"weights, fewer than the {need} depthwise filters that each keep one")
+        for name in dw:
+            flat = scores[name].flatten(1)
+            top = torch.zeros_like(flat, dtype=torch.bool)
+            top[torch.arange(flat.shape[0]), flat.argmax(1)] = True
+            scores[name] = torch.where(top, math.inf, flat).view_as(scores[name])
+            floors[name] = max(floors[name], layers[name].out_channels)
     protected, masks = set(), {}  # layers held at their floor; the others share the rest by one threshold
     while len(protected) < len(scores):
         free = [name for name in scores if name not in protected]
