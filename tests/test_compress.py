@@ -80,25 +80,34 @@ def test_default_pruning_keeps_every_depthwise_filter_alive_at_the_target_total(
         return create_model(name, resnorm="all")
 
     dw = depthwise_names(fresh())
-    assert len(dw) == 18 and CompressConfig().prune_scope == DEFAULT_SCOPE  # 9 blocks × (3×1, 1×3)
+    assert len(dw) == 18 and CompressConfig().prune_scope == DEFAULT_SCOPE == "global_dw_floor"  # 9 blocks × 2
     for ratio in (0.5, 0.75, 0.89):
         model = fresh()
+        weights = {n: m.weight.detach().abs().flatten(1).clone() for n, m in conv_layers(model).items()}
         masks = prune(model, ratio)  # the default scope, as `tinyasc compress` uses it
         alive, filters = alive_filters(masks, dw)
-        assert alive == filters  # every 3-weight depthwise filter keeps at least one weight
-        per_layer = magnitude_masks(model, ratio, scope="layer")
+        assert alive == filters  # every 3-weight depthwise filter keeps at least one weight: its largest
+        for n in dw:
+            assert masks[n].flatten(1)[torch.arange(weights[n].shape[0]), weights[n].argmax(1)].all()
         kept, total = sum(int(m.sum()) for m in masks.values()), sum(m.numel() for m in masks.values())
-        assert kept == sum(int(m.sum()) for m in per_layer.values())  # the per-layer scope's budget, exactly
-        assert abs((total - kept) - ratio * total) <= 0.5 * len(masks)  # within one weight per layer rounding
+        assert kept == total - round(ratio * total)  # the target, exactly
         assert sparsity(model)["zeros"] == total - kept  # kept weights are non-zero, pruned ones exactly zero
-        model = fresh()
-        if ratio == 0.89:  # one weight per filter: its largest; the per-layer scope cuts most filters off
-            for n in dw:
-                w = model.get_submodule(n).weight.detach().abs().flatten(1)
-                assert torch.equal(masks[n].flatten(1), w == w.max(1, keepdim=True).values)
-            assert alive_filters(per_layer, dw)[0] < 0.4 * filters
-    if name == "bc_resnet_asc_8":  # the README's size: 33,036 non-zero int8 conv weights at 0.89
-        assert kept == 33_036
+        if ratio == 0.89:  # the per-layer scope cuts most depthwise filters off
+            assert alive_filters(magnitude_masks(fresh(), ratio, scope="layer"), dw)[0] < 0.4 * filters
+    if name == "bc_resnet_asc_8":  # the README's size: 33,035 non-zero int8 conv weights at 0.89
+        assert kept == 33_035
+
+
+def test_dw_floor_keeps_the_per_layer_budget_and_one_weight_per_depthwise_filter():
+    torch.manual_seed(0)
+    model = create_model("bc_resnet_asc_8", resnorm="all")
+    dw = depthwise_names(model)
+    masks = magnitude_masks(model, 0.89, scope="dw_floor")
+    per_layer = magnitude_masks(model, 0.89, scope="layer")
+    assert sum(int(m.sum()) for m in masks.values()) == sum(int(m.sum()) for m in per_layer.values()) == 33_036
+    for n in dw:  # exactly one weight per filter at 0.89: its largest
+        w = model.get_submodule(n).weight.detach().abs().flatten(1)
+        assert torch.equal(masks[n].flatten(1), w == w.max(1, keepdim=True).values)
 
 
 def test_dw_floor_refuses_a_ratio_that_leaves_fewer_weights_than_depthwise_filters():

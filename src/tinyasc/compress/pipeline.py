@@ -29,7 +29,7 @@ from tinyasc.train import fit
 class CompressConfig:
     # §3.3: prune the convolutions to 89% zeros, store their weights at 8 bits and the rest at 16 bits
     prune: float = 0.89  # fraction of conv weights set to zero; 0 = no pruning
-    prune_scope: str = DEFAULT_SCOPE  # "dw_floor" (default), "layer" or "global": see prune.magnitude_masks
+    prune_scope: str = DEFAULT_SCOPE  # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
     prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
     # re-estimate the BatchNorm statistics of the pruned, quantized student on (up to 2,048) training
     # clips before fine-tuning: without it the pruned network starts near chance (README, Compression)

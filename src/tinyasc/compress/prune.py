@@ -12,7 +12,7 @@ from torch import nn
 from tinyasc.errors import TinyascError
 
 SCOPES = ("dw_floor", "layer", "global", "global_dw_floor")
-DEFAULT_SCOPE = "dw_floor"  # chosen by benchmarks/pruning_study.py (README, Compression)
+DEFAULT_SCOPE = "global_dw_floor"  # chosen by benchmarks/pruning_study.py (README, Compression)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -115,7 +115,8 @@ def _dw_floor_masks(scores, floors, keep_total):
 def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02):
     """{conv name: bool mask (True = kept)} pruning a fraction `ratio` of the conv weights by |w|.
 
-    scope="dw_floor" (default): as "layer", except that every depthwise filter (3 weights in
+    scope="global_dw_floor" (default): see "global" below; the study in benchmarks/pruning_study.py chose it.
+    scope="dw_floor": as "layer", except that every depthwise filter (3 weights in
     BC-ResNet-ASC) keeps at least its largest weight, and the other layers give up what that costs, so
     the total kept count is exactly the "layer" scope's. Plain per-layer pruning at 0.89 leaves a
     3-weight filter 0.33 weights on average: ~70% of the depthwise channels lose their whole filter and
