@@ -533,7 +533,7 @@ def build_parser():
     p.add_argument("--kd-temperature", type=float, help="softmax temperature T (default 2)")
     p.add_argument("--kd-teacher", action="append", metavar="CKPT", help="teach with this checkpoint instead "
                    "(repeat for an ensemble)")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default 30)")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs (default: a quarter of the teacher's)")
     run_args(p)
     p.set_defaults(func=cmd_compress)
 
