@@ -119,7 +119,7 @@ def prune_only(args):
             for scope in args.scopes:
                 student = copy.deepcopy(model)
                 prune(student, ratio, scope)
-                cell = {"ratio": ratio, "scope": scope, "accuracy": accuracy(student)}
+                cell = {"ratio": ratio, "scope": scope, **alive(model, ratio, scope), "accuracy": accuracy(student)}
                 # as tinyasc compress does before fine-tuning (it uses up to 2,048 clips)
                 recalibrate_batchnorm(student, train.features, max_clips=args.recal_clips)
                 cells.append({**cell, "accuracy_recalibrated": accuracy(student), "recal_clips": args.recal_clips})
