@@ -28,8 +28,9 @@ RESULTS = ROOT / "benchmarks" / "results" / "c80_deploy.json"
 
 
 def probabilities(model_path, paths):
-    """(N, classes) probabilities in `paths` order and the model's class list."""
-    clf = tinyasc.load(model_path)
+    """(N, classes) probabilities in `paths` order and the model's class list; a checkpoint runs in PyTorch
+    (backend "torch": the default "auto" would run it through ONNX Runtime on CPU)."""
+    clf = tinyasc.load(model_path, backend="torch" if Path(model_path).suffix == ".pt" else "auto")
     rows = {str(p): probs for p, probs, _ in clf.predict_files(paths, workers=1)}
     missing = [p for p in paths if rows.get(str(p)) is None]
     if missing:

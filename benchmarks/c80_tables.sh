@@ -7,7 +7,9 @@
 #   figure  Figure 1 (t-SNE + 5-NN device score of stage-2 statistics) of the c = 80 baseline
 #   report  benchmarks/results/c80_table3.{md,json} and c80_table4.{md,json} from the finished runs
 # One torch thread, bf16 autocast on CPU (runtime.amp=bf16: same accuracy as fp32 within seed noise,
-# benchmarks/amp_accuracy.py); run two steps side by side on a 2-core machine, not one 2-thread run.
+# benchmarks/amp_accuracy.py); run two steps side by side on a 2-core machine, not one 2-thread run —
+# but not two that train the same row at once (a sweep folder has one writer): start table4/second
+# after table3's ResNorm run, or run table3's rows as separate `tinyasc sweep` calls.
 # Resumable: finished runs are skipped, a cut run continues. Wall time per run: each run's results.json.
 # Usage: benchmarks/c80_tables.sh STEP... [env DATA, OUT, EPOCHS (20), SEED (0), FT ("2 5"), SECOND_SEED (1)]
 set -euo pipefail
@@ -20,7 +22,8 @@ SECOND_SEED=${SECOND_SEED:-1}
 export OMP_NUM_THREADS=1
 mkdir -p "$OUT/logs"
 common=(--data "$DATA" --quiet --set runtime.threads=1 --set runtime.extract_workers=0 --set runtime.amp=bf16)
-train() {  # $1 = config suffix, $2 = seed
+train() {  # $1 = config suffix, $2 = seed; a finished run is skipped without taking the sweep folder's lock
+  [ -f "$OUT/table3/$1/seed$2/results.json" ] && return 0
   tinyasc sweep --config "configs/bc_resnet_asc_8_$1.toml" --out "$OUT/table3/$1" --seeds "$2" "${common[@]}" \
     --set train.epochs="$EPOCHS" --set train.warmup_epochs="$(python3 -c "print(min(5, $EPOCHS / 4))")" \
     >> "$OUT/logs/$1.log" 2>&1

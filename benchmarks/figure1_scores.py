@@ -25,6 +25,7 @@ def main():
     ap.add_argument("models", nargs="+", metavar="LABEL=CHECKPOINT")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for item in args.models:
         label, _, checkpoint = item.partition("=")

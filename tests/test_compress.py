@@ -147,6 +147,28 @@ def test_recalibrate_batchnorm_sets_the_statistics_of_the_network_as_it_is():
     assert torch.allclose(norm.running_var, x.var(1), rtol=1e-4, atol=1e-6)
     assert not model.training and norm.momentum == 0.1  # mode and momentum restored
     assert recalibrate_batchnorm(model, features[:0]) == 0
+    before = norm.running_mean.clone()
+    assert recalibrate_batchnorm(model, features, max_clips=0) == 0 and torch.equal(norm.running_mean, before)
+    seen.clear()
+    hook = norm.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    assert recalibrate_batchnorm(model, features, max_clips=30, batch_size=8) == 30  # 4 batches of 7–8 clips
+    hook.remove()
+    assert [len(x) for x in seen] == [8, 8, 7, 7]
+    means = torch.stack([x.transpose(0, 1).flatten(1).mean(1) for x in seen])
+    assert torch.allclose(norm.running_mean, means.mean(0), atol=1e-5)  # each batch counts once
+
+
+def test_global_scopes_refuse_a_ratio_below_their_floors():
+    model = create_model("bc_resnet_asc_1")
+    magnitude_masks(model, 0.92, scope="global_dw_floor")  # still feasible
+    for scope in ("global_dw_floor", "global"):
+        with pytest.raises(TinyascError, match="ratio too high"):
+            magnitude_masks(model, 0.99, scope=scope)
+
+
+def test_default_finetuning_is_a_quarter_of_the_teachers_epochs(tmp_path):
+    from tinyasc.compress.pipeline import finetune_epochs
+    assert [finetune_epochs({"epochs": e}) for e in (100, 20, 2)] + [finetune_epochs({})] == [25, 5, 1, 25]
 
 
 def test_fake_quantization_is_symmetric_int8_and_keeps_zeros():

@@ -22,7 +22,7 @@ from tinyasc.paths import write_json
 from tinyasc.rundir import RunDir
 from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, load_split,
                           prepare_run_dir)
-from tinyasc.train import fit
+from tinyasc.train import fit, resolve_device
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class CompressConfig:
     prune_scope: str = DEFAULT_SCOPE  # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
     prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
     # re-estimate the BatchNorm statistics of the pruned, quantized student on (up to 2,048) training
-    # clips before fine-tuning: without it the pruned network starts near chance (README, Compression)
+    # clips before fine-tuning: without it a heavily pruned network starts near chance (README, Compression)
     recalibrate_bn: bool = True
     bits: int = 8  # conv weight bits (symmetric, QAT); 0 = no quantization
     per_channel: bool = False  # per-tensor by default: 1 scale per conv, where per-channel scales
@@ -173,7 +173,8 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
 
     student = build_student(teacher, ccfg)  # masks depend only on the teacher: a resumed run rebuilds the same
     if ccfg.recalibrate_bn and ccfg.prune > 0 and not resume:  # a resumed run loads its own statistics
-        recalibrate_batchnorm(student, train.features)
+        device = resolve_device(exp.runtime.device)  # compress is single-process
+        recalibrate_batchnorm(student.to(device), train.features, device=device)
     loss_fn = None
     if ccfg.distill:
         teachers = [load_checkpoint(p)[0] for p in ccfg.kd_teachers] if ccfg.kd_teachers else [teacher]

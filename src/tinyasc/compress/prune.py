@@ -162,6 +162,9 @@ def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02
             top[torch.arange(flat.shape[0]), flat.argmax(1)] = True
             scores[name] = torch.where(top, math.inf, flat).view_as(scores[name])
             floors[name] = max(floors[name], layers[name].out_channels)
+    if keep_total < sum(floors.values()):  # every layer at its floor would already keep more than the target
+        raise TinyascError(f"pruning ratio too high for prune_scope {scope!r}: it keeps {keep_total} conv weights, "
+                           f"fewer than the {sum(floors.values())} that its per-layer floors keep")
     protected, masks = set(), {}  # layers held at their floor; the others share the rest by one threshold
     while len(protected) < len(scores):
         free = [name for name in scores if name not in protected]
@@ -222,20 +225,22 @@ def recalibrate_batchnorm(model, features, max_clips=2048, batch_size=64, device
     the batches (momentum None). Returns the number of clips used.
 
     Why: one-shot pruning removes part of every conv's output, so the statistics the teacher's
-    BatchNorms learned no longer match their inputs; the mismatch compounds through the stages, and the
-    pruned float network is near chance before any fine-tuning (benchmarks/pruning_study.py measures it)."""
+    BatchNorms learned no longer match their inputs; the mismatch compounds through the stages (measured,
+    benchmarks/pruning_study.py: BC-ResNet-ASC-8 at 0.89 from 25 % to 54 % before fine-tuning, at 0.5 from
+    57 % to 62 %, teacher 63 %)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms or len(features) == 0:
+    if not norms or len(features) == 0 or max_clips <= 0:
         return 0
     rows = np.unique(np.linspace(0, len(features) - 1, min(len(features), max_clips)).round().astype(int))
+    batches = np.array_split(rows, math.ceil(len(rows) / batch_size))  # equal sizes: each batch counts once
     was_training, saved = model.training, [m.momentum for m in norms]
     model.eval()
     for m in norms:
         m.reset_running_stats()
         m.momentum = None
         m.train()
-    for start in range(0, len(rows), batch_size):
-        x = torch.from_numpy(np.asarray(features[rows[start:start + batch_size]], dtype=np.float32))
+    for batch in batches:
+        x = torch.from_numpy(np.array(features[batch], dtype=np.float32))
         model(x.unsqueeze(1).to(device))
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
