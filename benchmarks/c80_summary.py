@@ -64,6 +64,11 @@ def main(runs):
             table3.append(mean_rows(rows))
             if key == "resnorm":
                 vanilla = {r["seed"]: r for r in rows}
+    checks = []  # runs/c80/fp32_check/<row>/seed*: the same recipe in fp32 (no autocast)
+    for res in sorted((runs / "fp32_check").glob("*/seed*/results.json")):
+        r = json.loads(res.read_text())
+        checks.append(mean_rows([row(f"{res.parent.parent.name} (fp32, no autocast)", r["last"], {
+            "seed": int(res.parent.name[4:]), "epochs": r["last_epoch"], "wall_s": r["seconds_per_epoch"] * r["last_epoch"]})]))
     table4 = []
     for res in sorted((runs / "table4").glob("*/seed*/results.json")):
         r = json.loads(res.read_text())
@@ -82,7 +87,7 @@ def main(runs):
     lines = ["# BC-ResNet-ASC-8 (c = 80) on the default synthetic benchmark (benchmarks/c80_tables.sh, c80_summary.py)", "",
              "Accuracy (%) on the evaluate split at the last epoch; wall s = seconds per epoch × epochs, one torch thread,",
              "bf16 autocast, next to other jobs.", "", "## Table 3", ""]
-    lines += markdown(table3, [("epochs", lambda r: str(r["epochs"]))])
+    lines += markdown(table3 + checks, [("epochs", lambda r: str(r["epochs"]))])
     lines += ["", "## Table 4 (compressed from the ResNorm run; pruned 0.89, 8-bit convs, fp16 elsewhere)", ""]
     if vanilla:
         van = [mean_rows(list(vanilla.values()))]
@@ -107,7 +112,7 @@ def main(runs):
                          f"ONNX int8 {100 * m['accuracy']['onnx_int8']:.1f} %; ONNX vs PyTorch top-1 agreement "
                          f"{100 * m['top1_agreement_onnx_vs_torch']:.1f} %, max |Δ probability| {m['max_abs_prob_diff_onnx_vs_torch']:.1e}")
     RESULTS.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    RESULTS.with_suffix(".json").write_text(json.dumps({"table3": table3, "table4": table4, "ensemble": ensemble},
+    RESULTS.with_suffix(".json").write_text(json.dumps({"table3": table3, "fp32_check": checks, "table4": table4, "ensemble": ensemble},
                                                        indent=1) + "\n")
     print("\n".join(lines))
 
