@@ -64,11 +64,13 @@ def main(runs):
             table3.append(mean_rows(rows))
             if key == "resnorm":
                 vanilla = {r["seed"]: r for r in rows}
-    checks = []  # runs/c80/fp32_check/<row>/seed*: the same recipe in fp32 (no autocast)
-    for res in sorted((runs / "fp32_check").glob("*/seed*/results.json")):
-        r = json.loads(res.read_text())
-        checks.append(mean_rows([row(f"{res.parent.parent.name} (fp32, no autocast)", r["last"], {
-            "seed": int(res.parent.name[4:]), "epochs": r["last_epoch"], "wall_s": r["seconds_per_epoch"] * r["last_epoch"]})]))
+    checks = []  # runs/c80/<check>/<row>/seed*: a Table 3 row with one recipe change
+    for check, label in (("fp32_check", "fp32, no autocast"), ("specaug_off_check", "SpecAugment off")):
+        for res in sorted((runs / check).glob("*/seed*/results.json")):
+            r = json.loads(res.read_text())
+            checks.append(mean_rows([row(f"{res.parent.parent.name} ({label})", r["last"], {
+                "seed": int(res.parent.name[4:]), "epochs": r["last_epoch"],
+                "wall_s": r["seconds_per_epoch"] * r["last_epoch"]})]))
     table4 = []
     for res in sorted((runs / "table4").glob("*/seed*/results.json")):
         r = json.loads(res.read_text())
