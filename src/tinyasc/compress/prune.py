@@ -71,6 +71,14 @@ def alive_filters(masks, layers=None):
     return alive, sum(masks[n].shape[0] for n in names)
 
 
+def _largest_per_filter(scores):
+    """(filters, weights per filter) bool mask of each filter's largest score (dim 0 = filters)."""
+    flat = scores.flatten(1)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[torch.arange(flat.shape[0]), flat.argmax(1)] = True
+    return mask
+
+
 def _largest_remainder(shares, total):
     """Integers ≥ floor(share) summing to `total` (Hamilton apportionment; ties by position)."""
     base = {name: math.floor(x) for name, x in shares.items()}
@@ -104,9 +112,7 @@ def _dw_floor_masks(scores, floors, keep_total):
         if name not in floors:
             masks[name] = _top_k_mask(s, k)
             continue
-        flat = s.flatten(1)
-        floor = torch.zeros_like(flat, dtype=torch.bool)
-        floor[torch.arange(flat.shape[0]), flat.argmax(1)] = True  # every filter's largest |w|
+        flat, floor = s.flatten(1), _largest_per_filter(s)
         rest = _top_k_mask(torch.where(floor, -1.0, flat), k - int(floor.sum()))  # |w| ≥ 0 > −1: floor ranks last
         masks[name] = (floor | rest).view_as(s)
     return masks
@@ -115,7 +121,9 @@ def _dw_floor_masks(scores, floors, keep_total):
 def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02):
     """{conv name: bool mask (True = kept)} pruning a fraction `ratio` of the conv weights by |w|.
 
-    scope="global_dw_floor" (default): see "global" below; the study in benchmarks/pruning_study.py chose it.
+    scope="global_dw_floor" (default, chosen by benchmarks/pruning_study.py): "global" below, except that
+    every depthwise filter first keeps its largest weight (those weights rank above all others), so no
+    depthwise channel is cut; same total kept count.
     scope="dw_floor": as "layer", except that every depthwise filter (3 weights in
     BC-ResNet-ASC) keeps at least its largest weight, and the other layers give up what that costs, so
     the total kept count is exactly the "layer" scope's. Plain per-layer pruning at 0.89 leaves a
@@ -133,9 +141,7 @@ def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02
     than ceil(min_keep · n) weights keeps its ceil(min_keep · n) largest and the others share the
     rest of the budget. Without this floor a global threshold at 0.89 on a freshly initialised
     BC-ResNet-ASC-8 keeps ~85% of every depthwise conv (fan-in 3: large weights) and wipes out the
-    stage-4 1×1 convs and the head (fan-in 200: small weights) — the init scale, not importance.
-    scope="global_dw_floor": "global", except that every depthwise filter first keeps its largest weight
-    (those weights rank above all others), so no depthwise channel is cut; same total kept count."""
+    stage-4 1×1 convs and the head (fan-in 200: small weights) — the init scale, not importance."""
     if not 0 <= ratio < 1:
         raise TinyascError(f"pruning ratio must be in [0, 1), not {ratio}")
     if scope not in SCOPES:
@@ -157,10 +163,8 @@ def magnitude_masks(model, ratio, scope=DEFAULT_SCOPE, exclude=(), min_keep=0.02
             raise TinyascError(f"pruning ratio too high for prune_scope 'global_dw_floor': it keeps {keep_total} conv "
                                f"weights, fewer than the {need} depthwise filters that each keep one")
         for name in dw:
-            flat = scores[name].flatten(1)
-            top = torch.zeros_like(flat, dtype=torch.bool)
-            top[torch.arange(flat.shape[0]), flat.argmax(1)] = True
-            scores[name] = torch.where(top, math.inf, flat).view_as(scores[name])
+            top = _largest_per_filter(scores[name])
+            scores[name] = torch.where(top, math.inf, scores[name].flatten(1)).view_as(scores[name])
             floors[name] = max(floors[name], layers[name].out_channels)
     if keep_total < sum(floors.values()):  # every layer at its floor would already keep more than the target
         raise TinyascError(f"pruning ratio too high for prune_scope {scope!r}: it keeps {keep_total} conv weights, "
