@@ -31,6 +31,7 @@ def mean_rows(rows):
     first = rows[0]
     out = {**first, "seeds": [r["seed"] for r in rows], "accuracy": statistics.mean(r["accuracy"] for r in rows),
            "accuracy_std": statistics.pstdev(r["accuracy"] for r in rows),
+           "macro_accuracy": statistics.mean(r["macro_accuracy"] for r in rows),
            "per_device": {d: statistics.mean(r["per_device"][d] for r in rows) for d in DEVICES},
            "groups": {g: statistics.mean(r["groups"][g] for r in rows) for g in first["groups"]},
            "gap_a_unseen": statistics.mean(r["gap_a_unseen"] for r in rows),

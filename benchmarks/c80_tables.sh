@@ -4,7 +4,8 @@
 #   table4  compress the ResNorm run: pruned 0.89 + 8-bit QAT at each fine-tuning length in FT, + KD at
 #           the longest; the two-model ensemble is evaluated by benchmarks/c80_deploy.py
 #   second  a second ResNorm seed and its compressed + KD model (the ensemble's other member)
-#   figure  Figure 1 (t-SNE + 5-NN device score of stage-2 statistics) of the c = 80 baseline
+#   figure  Figure 1 (t-SNE + 5-NN device score of stage-2 statistics) of the c = 80 baseline, via
+#           benchmarks/figure1_scores.py (the picture's title shows the checkpoint path: keep OUT relative)
 #   report  benchmarks/results/c80_table3.{md,json} and c80_table4.{md,json} from the finished runs
 # One torch thread, bf16 autocast on CPU (runtime.amp=bf16: same accuracy as fp32 within seed noise,
 # benchmarks/amp_accuracy.py); run two steps side by side on a 2-core machine, not one 2-thread run —
@@ -42,8 +43,8 @@ for step in "$@"; do
             for ft in $FT; do compress compressed "$ft" "$SEED"; done
             compress compressed_kd "${FT##* }" "$SEED" ;;
     second) train resnorm "$SECOND_SEED"; compress compressed_kd "${FT##* }" "$SECOND_SEED" ;;
-    figure) tinyasc figure tsne "$OUT/table3/baseline/seed$SEED/last.pt" --data "$DATA" --out docs/figures/tsne_c80_baseline.png \
-              --force --quiet | tee "$OUT/logs/figure.log" ;;
+    figure) python benchmarks/figure1_scores.py --data "$DATA" --out docs/figures \
+              "tsne_c80_baseline_${EPOCHS}ep=$OUT/table3/baseline/seed$SEED/last.pt" | tee "$OUT/logs/figure.log" ;;
     report) tinyasc report "$OUT/table3" --out benchmarks/results/c80_table3.md --force > /dev/null
             tinyasc report "$OUT/table3/resnorm" "$OUT/table4" --out benchmarks/results/c80_table4.md --force > /dev/null
             echo "wrote benchmarks/results/c80_table3.md and c80_table4.md" ;;
