@@ -1,11 +1,14 @@
 """Augmentations on (B, 1, F, T) batches: time roll keeps content and bounds, mixup is the stated
-convex combination, SpecAugment masks stay within count and width, and a seeded generator repeats."""
+convex combination, SpecAugment masks stay within count and width and its fills show ResNorm's
+FreqIN nothing of the clip's spectrum, and a seeded generator repeats."""
 import pytest
 import torch
 
-from tinyasc.augment import (mask_intervals, mixup, mixup_loss, seconds_to_frames, spec_augment,
+from tinyasc.augment import (SPEC_FILLS, mask_intervals, mixup, mixup_loss, seconds_to_frames, spec_augment,
                              time_roll)
 from tinyasc.features import FeatureConfig
+from tinyasc.models.norm import FreqIN
+from tinyasc.train import TrainConfig
 
 
 def gen(seed=0):
@@ -102,17 +105,72 @@ def test_mask_widths_are_clipped_to_short_axes():
     assert mask.all(dim=1).any()  # a width of 5 fills the whole axis and stays in bounds
 
 
-def test_spec_augment_masks_whole_rows_and_columns_with_the_example_mean():
+@pytest.mark.parametrize("fill", SPEC_FILLS)
+def test_spec_augment_changes_only_whole_masked_rows_and_columns(fill):
     x = torch.randn(32, 1, 64, 100, generator=gen(1))
-    out = spec_augment(x, gen(), freq_masks=2, freq_width=10, time_masks=2, time_width=20)
-    changed = out != x  # (B, 1, F, T); random data never equals its mean exactly
+    out = spec_augment(x, gen(), freq_masks=2, freq_width=10, time_masks=2, time_width=20, fill=fill,
+                       dataset_mean=torch.full((64,), 0.5))
+    changed = out != x  # (B, 1, F, T); random data never equals a fill value exactly
     freq_rows, time_cols = changed.all(dim=3)[:, 0], changed.all(dim=2)[:, 0]  # (B, F), (B, T)
     # every changed bin lies in a fully masked frequency row or time column
     assert torch.equal(changed[:, 0], freq_rows[:, :, None] | time_cols[:, None, :])
+    assert changed.any()
     for b in range(32):
         assert len(runs(freq_rows[b])) <= 2 and freq_rows[b].sum() <= 20
         assert len(runs(time_cols[b])) <= 2 and time_cols[b].sum() <= 40
-        assert torch.allclose(out[b][changed[b]], x[b].mean().expand(int(changed[b].sum())))
+
+
+def test_clip_and_bin_mean_fills_take_the_stated_values():
+    x = torch.randn(8, 1, 32, 50, generator=gen(1)) + torch.linspace(-5, 5, 32)[:, None]
+    for fill, expected in (("clip_mean", lambda b, f: x[b].mean()), ("bin_mean", lambda b, f: x[b, 0, f].mean())):
+        out = spec_augment(x, gen(3), freq_masks=0, time_masks=2, time_width=10, fill=fill)
+        for b in range(8):
+            masked = (out[b, 0] != x[b, 0]).all(dim=0)  # (T,) time-masked frames
+            for f in (0, 31):
+                assert torch.allclose(out[b, 0, f, masked], expected(b, f).expand(int(masked.sum())))
+
+
+def test_bin_noise_fill_keeps_each_masked_bins_mean_and_spread():
+    x = torch.randn(64, 1, 16, 200, generator=gen(1)) * torch.linspace(0.5, 4, 16)[:, None] + 3.0
+    out = spec_augment(x, gen(3), freq_masks=2, freq_width=4, time_masks=0, fill="bin_noise")
+    rows = (out != x).all(dim=3)[:, 0]  # (B, F) frequency-masked bins
+    assert rows.sum() > 50
+    ratio_std = out.std(dim=3)[:, 0][rows] / x.std(dim=3)[:, 0][rows]
+    ratio_mean = out.mean(dim=3)[:, 0][rows] - x.mean(dim=3)[:, 0][rows]
+    assert ratio_std.mean() == pytest.approx(1.0, abs=0.05) and ratio_mean.abs().max() < 1.0
+
+
+def spectrum_at_masked_frames(fill, clips=48, F=40, T=120):
+    """Mean correlation, over clips, between what FreqIN (ResNorm's instance norm by frequency) outputs
+    at time-masked frames and the clip's own spectrum (its per-bin mean, centred). Each clip is a
+    random spectrum — a recording device's colouring, 3 dB per bin — plus frame-to-frame noise."""
+    g = gen(5)
+    spectra = 3 * torch.randn(clips, F, generator=g)
+    x = (spectra[:, :, None] + torch.randn(clips, F, T, generator=g))[:, None]  # (B, 1, F, T)
+    out = spec_augment(x, gen(6), freq_masks=0, time_masks=2, time_width=30, fill=fill,
+                       dataset_mean=spectra.mean(0))
+    y = FreqIN()(out)[:, 0]  # (B, F, T)
+    masked = (out[:, 0] != x[:, 0]).all(dim=1)  # (B, T) time-masked frames
+    corr = []
+    for b in range(clips):
+        if masked[b].sum() < 2:
+            continue
+        seen = y[b][:, masked[b]].mean(dim=1)  # (F,) what the network sees there
+        corr.append(torch.corrcoef(torch.stack([seen, spectra[b] - spectra[b].mean()]))[0, 1])
+    assert len(corr) > clips // 2
+    return float(torch.stack(corr).mean())
+
+
+def test_default_mask_fill_shows_freq_in_nothing_of_the_clips_spectrum():
+    # a fill that carries the clip's spectrum into masked frames (the old clip mean: a negative image of
+    # it, correlation about -0.95) hands ResNorm, in training only, the device information it removes
+    assert abs(spectrum_at_masked_frames(TrainConfig().spec_fill)) < 0.2
+    assert abs(spectrum_at_masked_frames("bin_mean")) < 0.2
+
+
+@pytest.mark.parametrize("fill", ["clip_mean", "dataset_mean"])
+def test_spectrum_check_catches_fills_that_carry_the_clips_spectrum(fill):
+    assert spectrum_at_masked_frames(fill) < -0.8
 
 
 def test_spec_augment_is_deterministic_and_handles_short_clips():

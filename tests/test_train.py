@@ -296,10 +296,74 @@ def test_evaluating_a_model_that_knows_fewer_classes_than_the_data_is_one_line(s
         evaluate_checkpoints([five], small_benchmark, progress=False)
 
 
-def test_best_checkpoint_can_select_on_macro_accuracy(small_benchmark, tmp_path):
-    results = run_training(tiny_experiment("train.epochs=3", "train.select_on='macro_accuracy'"), small_benchmark,
+@pytest.mark.parametrize("split,prefix", [("validation", "val_"), ("evaluate", "eval_")])
+def test_best_checkpoint_is_chosen_on_the_stated_split_and_metric(small_benchmark, tmp_path, split, prefix):
+    results = run_training(tiny_experiment("train.epochs=3", "train.select_on='macro_accuracy'",
+                                           f"train.select_split='{split}'"), small_benchmark,
                            tmp_path / "r", progress=False)
     history = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    best = max(history, key=lambda h: h["eval_macro_accuracy"])
+    best = max(history, key=lambda h: h[f"{prefix}macro_accuracy"])  # first of equals, as `fit` keeps it
     assert results["best_epoch"] == best["epoch"]
-    assert results["best"]["macro_accuracy"] == pytest.approx(best["eval_macro_accuracy"])
+    assert results["best"]["macro_accuracy"] == pytest.approx(best["eval_macro_accuracy"])  # reported: evaluate
+    assert results["selected_on"]["split"] == split and results["selected_on"]["validation_clips"] > 0
+    assert results["best_validation"]["macro_accuracy"] == pytest.approx(best["val_macro_accuracy"])
+
+
+def test_validation_holds_out_whole_locations_with_every_device_reproducibly(small_benchmark):
+    from tinyasc.runs import hold_out_locations, load_split
+
+    exp = tiny_experiment()
+    train = load_split(small_benchmark, "train", exp, progress=False)
+    part, held = hold_out_locations(train, 0.2, seed=0)
+    assert len(part) + len(held) == len(train) and not set(part.filenames) & set(held.filenames)
+    segments = lambda s: {Path(f).stem.rsplit("-", 1)[0] for f in s.filenames}  # noqa: E731
+    assert not segments(part) & segments(held)  # no recording straddles the two parts
+    again = hold_out_locations(train, 0.2, seed=0)[1]
+    assert again.filenames == held.filenames and hold_out_locations(train, 0.2, seed=1)[1].filenames != held.filenames
+    assert set(held.labels) <= set(part.labels)  # every held-out scene keeps training recordings
+
+
+def test_validation_on_a_realistic_layout_is_location_disjoint_and_near_its_fraction(tmp_path):
+    import numpy as np
+
+    from tinyasc.dcase import SCENES
+    from tinyasc.runs import hold_out_locations
+    from tinyasc.train import Split
+
+    names, locations, labels = [], [], []
+    for scene in range(10):
+        for loc in range(12):  # 12 locations per scene, 3 segments each, recorded by 1–6 devices
+            for seg in range(3):
+                for dev in ["a", "b", "c", "s1", "s2", "s3"][: 1 + (loc + seg) % 6]:
+                    names.append(f"audio/{SCENES[scene]}-city-{scene}{loc:02d}-{seg}-{dev}.wav")
+                    locations.append(f"city-{scene}{loc:02d}")
+                    labels.append(scene)
+    split = Split(np.zeros((len(names), 1, 1)), np.array(labels), np.array([n[-6:-4].strip("-") for n in names]),
+                  SCENES, 10.0, tuple(names), tuple(locations))
+    part, held = hold_out_locations(split, 0.1, seed=3)
+    assert not set(part.locations) & set(held.locations)
+    assert 0.07 < len(held) / len(split) < 0.13 and set(held.labels) == set(range(10))
+    for loc in set(held.locations):  # every clip of a held-out location, all devices, is held out
+        assert sum(1 for x in split.locations if x == loc) == sum(1 for x in held.locations if x == loc)
+
+
+def test_select_split_validation_needs_a_validation_fraction():
+    with pytest.raises(TinyascError, match="needs validation > 0"):
+        load_experiment(None, ["train.validation=0"], base={"model": {"preset": "bc_resnet_asc_1"}})
+    exp = load_experiment(None, ["train.validation=0", "train.select_split='evaluate'"],
+                          base={"model": {"preset": "bc_resnet_asc_1"}})
+    assert exp.train.select_split == "evaluate"
+
+
+def test_runs_saved_before_the_mask_fill_and_validation_fields_keep_their_recipe():
+    from tinyasc.experiment import recipe_of
+
+    exp = load_experiment(None, ["train.spec_fill='clip_mean'", "train.validation=0", "train.select_split='evaluate'"],
+                          base={"model": {"preset": "bc_resnet_asc_8"}})
+    old = exp.resolved()
+    for field in ("spec_fill", "validation", "select_split", "validation_seed", "spec_time_masks", "spec_freq_masks"):
+        del old["train"][field]
+    assert recipe_of(old) == recipe_of(exp.resolved())
+    assert recipe_of(old) != recipe_of(load_experiment(None, base={"model": {"preset": "bc_resnet_asc_8"}}).resolved())
+
+

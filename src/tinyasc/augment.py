@@ -63,18 +63,56 @@ def mask_intervals(batch, length, count, max_width, generator, device="cpu"):
     return inside.any(dim=1)  # (batch, length): union of the count intervals
 
 
-def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_width=80):
-    """SpecAugment without time warping on x (B, C, F, T); widths are clipped to short axes.
+SPEC_FILLS = ("bin_noise", "bin_mean", "dataset_mean", "clip_mean")
 
-    Masked bins take the example's mean, not 0: in log-mel, 0 = log(1) is a loud value, the mean
-    a neutral one. Every channel of an example gets the same masks.
-    """
+
+def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_width=80, fill="bin_noise",
+                 dataset_mean=None):
+    """SpecAugment without time warping on x (B, C, F, T); widths are clipped to short axes. Every
+    channel of an example gets the same masks. What a masked bin takes (`fill`):
+
+    - "bin_noise" (default): the example's own per-bin mean plus its per-bin std times N(0, 1) noise, so
+      each bin keeps its mean and spread and frequency-wise instance norm (ResNorm's FreqIN) sees white
+      noise at masked frames: nothing of the clip's spectrum, and no rescaling of the other frames.
+    - "bin_mean": the example's per-bin mean over channels and time (neutral for FreqIN at masked frames,
+      but each masked bin's variance shrinks, so FreqIN scales the unmasked frames up).
+    - "dataset_mean": `dataset_mean` (1, 1, F, 1), the training split's per-bin mean. Under FreqIN a
+      time-masked stretch shows the dataset mean minus the clip's spectrum: device information.
+    - "clip_mean": one value per example, its mean over all bins and frames (tinyasc before 0.2; kept so
+      old runs reproduce). Under FreqIN a time-masked stretch is a negative image of the clip's spectrum.
+    Not 0: in log-mel, 0 = log(1) is a loud value."""
     B, F, T = x.shape[0], x.shape[-2], x.shape[-1]
     freq = mask_intervals(B, F, freq_masks, freq_width, generator, x.device)  # (B, F)
     time = mask_intervals(B, T, time_masks, time_width, generator, x.device)  # (B, T)
     mask = (freq[:, :, None] | time[:, None, :]).view(B, *([1] * (x.dim() - 3)), F, T)
-    mean = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)  # (B, 1, 1, 1)
-    return torch.where(mask, mean, x)
+    channel_time = (*range(1, x.dim() - 2), x.dim() - 1)  # every axis but batch and frequency
+    if fill == "clip_mean":
+        value = x.mean(dim=tuple(range(1, x.dim())), keepdim=True)  # (B, 1, 1, 1)
+    elif fill == "bin_mean":
+        value = x.mean(dim=channel_time, keepdim=True)  # (B, 1, F, 1)
+    elif fill == "dataset_mean":
+        if dataset_mean is None:
+            raise ValueError("spec_augment fill 'dataset_mean' needs dataset_mean")
+        value = dataset_mean.to(x.device, x.dtype).reshape(1, *([1] * (x.dim() - 3)), F, 1)
+    elif fill == "bin_noise":
+        mean = x.mean(dim=channel_time, keepdim=True)
+        std = x.std(dim=channel_time, keepdim=True, correction=0)
+        noise = torch.randn(x.shape, generator=generator, device=generator.device).to(x.device, x.dtype)
+        value = mean + std * noise
+    else:
+        raise ValueError(f"unknown SpecAugment fill {fill!r} (expected one of {', '.join(SPEC_FILLS)})")
+    return torch.where(mask, value, x)
+
+
+def bin_means(features, rows=4096):
+    """Per-frequency-bin mean (F,) of (N, F, T) features over clips and frames (the "dataset_mean"
+    SpecAugment fill), reading at most `rows` evenly spaced clips of a memory map."""
+    index = np.unique(np.linspace(0, len(features) - 1, min(rows, len(features))).astype(int))
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    for start in range(0, len(index), 256):
+        chunk = np.asarray(features[index[start:start + 256]], dtype=np.float64)
+        total += chunk.sum(axis=(0, 2))
+    return torch.from_numpy(total / (len(index) * features.shape[2])).float()
 
 
 def freq_mixstyle(x, p=0.4, alpha=0.3, *, generator, eps=1e-6):

@@ -3,7 +3,6 @@ fine-tuned on the training clips of each recording device seen in training, as t
 All of them are stored in one checkpoint (`devices.pt`: the general model plus `device_models`), and a
 recording whose device is unknown falls back to the general model."""
 import copy
-import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from tinyasc.errors import TinyascError
 from tinyasc.experiment import experiment_from_sections
 from tinyasc.lock import run_lock
 from tinyasc.paths import check_output, write_json
-from tinyasc.runs import check_dataset, load_split
+from tinyasc.runs import check_dataset, load_splits
 from tinyasc.train import fit
 
 # The fine-tuning recipe per device (ours; the 2025 baseline fine-tunes briefly at a low rate)
@@ -22,26 +21,9 @@ DEVICE_FINETUNE = {"epochs": 10, "lr": 0.005, "warmup_epochs": 0.0}
 DEVICES_FILE = "devices.pt"
 
 
-class Rows:
-    """Rows `index` of a (N, F, T) array without copying it: fancy indexing maps to the parent."""
-
-    def __init__(self, array, index):
-        self.array, self.index = array, np.asarray(index)
-        self.shape = (len(self.index), *array.shape[1:])
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i):
-        return self.array[self.index[i]]
-
-
 def device_split(split, device):
     """The clips of `split` recorded by `device`, as a Split."""
-    index = np.flatnonzero(split.devices == device)
-    return dataclasses.replace(split, features=Rows(split.features, index), labels=split.labels[index],
-                               devices=split.devices[index],
-                               filenames=tuple(split.filenames[i] for i in index) if split.filenames else ())
+    return split.subset(np.flatnonzero(split.devices == device))
 
 
 def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, force=False, progress=True,
@@ -72,9 +54,7 @@ def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, f
     out = Path(out_dir)
     check_output(out, kind="dir", force=True)
     check_output(out / DEVICES_FILE, force=force)
-    train = load_split(data_root, "train", exp, cache_dir, progress=progress, train_split=train_split)
-    evaluate = load_split(data_root, "evaluate", exp, cache_dir,
-                          num_samples=round(train.clip_seconds * exp.features.sample_rate), progress=progress)
+    train, validation, evaluate = load_splits(data_root, exp, cache_dir, progress, train_split)
     min_clips = max(min_clips, exp.train.batch_size)  # at least one full batch per device
     devices = [str(d) for d in sorted(set(train.devices)) if (train.devices == d).sum() >= min_clips]
     if not devices:
@@ -94,7 +74,11 @@ def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, f
                 evaluate_device = evaluate
             if progress:
                 print(f"fine-tuning on device {device}: {int((train.devices == device).sum())} clips")
+            validation_device = device_split(validation, device) if validation else None
+            if validation_device is not None and len(validation_device) == 0:  # no held-out clip of this device
+                validation_device = validation
             result = fit(model, payload["arch"], device_split(train, device), evaluate_device, exp, run,
+                         validation=validation_device,
                          progress=progress, extra_checkpoint={"clip_samples": payload.get("clip_samples"),
                                                              "device": device})
             states[device] = {k: v.detach().cpu() for k, v in model.state_dict().items()}

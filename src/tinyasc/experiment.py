@@ -14,6 +14,8 @@ from tinyasc.models import model_config
 from tinyasc.train import RUNTIME_FIELDS, RuntimeConfig, TrainConfig
 
 SECTIONS = ("model", "features", "train", "runtime")
+# recipe fields whose default changed: the value a run saved before the field existed was trained with
+LEGACY_TRAIN = {"spec_fill": "clip_mean", "validation": 0.0, "select_split": "evaluate"}
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,9 @@ class Experiment:
 def recipe_of(resolved):
     """The recipe part of a resolved-experiment dict, also of one written before the recipe/runtime
     split (runtime fields then sat in "train"), with "auto" SpecAugment decided as it was then."""
-    # fields added since a run was started take their defaults (which reproduce the old behaviour)
-    train = {**dataclasses.asdict(TrainConfig()), **resolved.get("train", {})}
+    # fields added since a run was started take their defaults, or where a new default changed what a
+    # recipe computes, the value that reproduces the old behaviour (LEGACY_TRAIN)
+    train = {**dataclasses.asdict(TrainConfig()), **LEGACY_TRAIN, **resolved.get("train", {})}
     train = {k: v for k, v in train.items() if k not in RUNTIME_FIELDS}
     if train.get("spec_augment") == "auto":
         train["spec_augment"] = "on" if resolved.get("model_config", {}).get("base_channels", 0) >= 80 else "off"

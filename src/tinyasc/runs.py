@@ -40,7 +40,57 @@ def load_split(root, split, exp, cache_dir=None, num_samples=None, progress=True
                                        dtype=exp.runtime.cache_dtype, workers=exp.runtime.extract_workers,
                                        progress=progress)
     return Split(cache.features, np.array([c.label for c in clips]), np.array([c.device for c in clips]),
-                 SCENES, cache.num_samples / exp.features.sample_rate, tuple(c.filename for c in clips))
+                 SCENES, cache.num_samples / exp.features.sample_rate, tuple(c.filename for c in clips),
+                 tuple(c.identifier for c in clips))
+
+
+def recording_groups(split, by="location"):
+    """Each clip's recording location ("lisbon-1000", meta.csv's identifier), or with by="segment" (or no
+    identifier) its segment: the file name without the device suffix. Either keeps the devices of one
+    recording together. (N,) array of names."""
+    segments = [Path(name).stem.rsplit("-", 1)[0] for name in split.filenames] or [str(i) for i in range(len(split))]
+    if by == "segment" or not split.locations:
+        return np.array(segments)
+    return np.array([loc or seg for loc, seg in zip(split.locations, segments)])
+
+
+def hold_out_locations(train, fraction, seed):
+    """(train part, validation part) of a training Split: for each scene, whole recording locations drawn
+    in a seeded order until about `fraction` of that scene's clips are held out, at least one location
+    always staying for training. Where a scene's locations are all much larger than its share (a toy
+    dataset), its recordings (segments, every device) are held out instead."""
+    if fraction <= 0:
+        return train, None
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(train), dtype=bool)
+    by_location, by_segment = recording_groups(train, "location"), recording_groups(train, "segment")
+    for label in np.unique(train.labels):
+        in_class = train.labels == label
+        target = fraction * in_class.sum()
+        for groups in (by_location, by_segment):
+            names, counts = np.unique(groups[in_class], return_counts=True)
+            total = 0
+            for k in rng.permutation(len(names))[:-1]:  # at least one recording stays for training
+                if abs(total + counts[k] - target) < abs(total - target):  # closer to the target with it
+                    held |= in_class & (groups == names[k])
+                    total += counts[k]
+            if total:
+                break
+    if not held.any():
+        raise TinyascError(f"train.validation = {fraction}: too few training recordings to hold one out; "
+                           "set train.validation = 0 and train.select_split = 'evaluate'")
+    return train.subset(np.flatnonzero(~held)), train.subset(np.flatnonzero(held))
+
+
+def load_splits(data_root, exp, cache_dir=None, progress=True, train_split=None):
+    """(train, validation or None, evaluate) Splits of a run: the training split (or subset) less the
+    held-out validation locations (exp.train.validation), and the evaluate split at the training clips'
+    length."""
+    train = load_split(data_root, "train", exp, cache_dir, progress=progress, train_split=train_split)
+    evaluate = load_split(data_root, "evaluate", exp, cache_dir,
+                          num_samples=round(train.clip_seconds * exp.features.sample_rate), progress=progress)
+    train, validation = hold_out_locations(train, exp.train.validation, exp.train.validation_seed)
+    return train, validation, evaluate
 
 
 def dataset_fingerprint(root, train_split=None):
@@ -130,11 +180,8 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
         # rank 0 builds the caches first; the others then find them complete and reuse them
         for turn in ([0, 1] if env.world > 1 else [0]):
             if env.main == (turn == 0):
-                train = load_split(data_root, "train", exp, cache_dir, progress=progress and env.main,
-                                   train_split=train_split)
-                samples = round(train.clip_seconds * exp.features.sample_rate)
-                evaluate = load_split(data_root, "evaluate", exp, cache_dir, num_samples=samples,
-                                      progress=progress and env.main)
+                train, validation, evaluate = load_splits(data_root, exp, cache_dir, progress and env.main,
+                                                          train_split)
             if env.world > 1:
                 dist.barrier()
         resolved = exp.resolved()
@@ -142,7 +189,7 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
         model = build_model(resolved["arch"], resolved["model_config"])
         extra = {"clip_samples": round(train.clip_seconds * exp.features.sample_rate), "train_split": train_split}
         results = fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
-                      extra_checkpoint=extra, **fit_kwargs)
+                      validation=validation, extra_checkpoint=extra, **fit_kwargs)
         if env.main:  # the DCASE complexity rules, as trained (float): recorded beside the accuracy
             from tinyasc.rules import check_all
 

@@ -1,6 +1,7 @@
 """Training (paper §3.1): SGD with momentum, linear warm-up then cosine decay to zero, mixup, time roll
 and SpecAugment, in one explicit loop over batches of cached log-mel features. DDP-aware (torchrun),
 deterministic on CPU for a seed, and resumable to the same final weights."""
+import dataclasses
 import json
 import math
 import os
@@ -13,7 +14,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from tinyasc.augment import freq_mixstyle, mixup_loss, mixup_with_partner, seconds_to_frames, spec_augment, time_roll
+from tinyasc.augment import (SPEC_FILLS, bin_means, freq_mixstyle, mixup_loss, mixup_with_partner, seconds_to_frames,
+                             spec_augment, time_roll)
 from tinyasc.checkpoint import read_checkpoint, save_checkpoint
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import EVAL_BATCH, batch_logits, metrics, softmax
@@ -50,6 +52,12 @@ class TrainConfig:
     # masks up to spec_freq_width bins; the roll never exceeds the clip's own length
     spec_time_width: float = 0.24
     spec_freq_width: int = 40
+    spec_time_masks: int = 2
+    spec_freq_masks: int = 2
+    # what masked bins take (augment.spec_augment): "bin_noise" keeps each bin's mean and spread, so
+    # ResNorm's frequency-wise instance norm sees no trace of the clip's spectrum at masked frames;
+    # "bin_mean", "dataset_mean", and "clip_mean" (the original fill, kept so old runs reproduce)
+    spec_fill: str = "bin_noise"
     # device generalisation beyond ResNorm (DCASE 2022+ systems; all off by default, as the paper):
     # Freq-MixStyle mixes per-frequency mean/std between examples with probability p per batch
     # (the published baselines: p = 0.4, α = 0.3); device responses add a random response's mel-band
@@ -63,9 +71,16 @@ class TrainConfig:
     teacher_logits: str = ""
     kd_weight: float = 0.5
     kd_temperature: float = 2.0
-    # what best.pt selects on, over the evaluate split: "accuracy" (micro, the paper's) or
-    # "macro_accuracy" (class-wise mean, DCASE's ranking metric since 2022)
+    # model selection: best.pt is the epoch with the highest `select_on` — "accuracy" (micro, the
+    # paper's) or "macro_accuracy" (class-wise mean, DCASE's ranking metric since 2022) — on `select_split`:
+    # "validation", a location-disjoint part of the training split (whole recording locations, every
+    # device of their segments, about `validation` of each scene's clips, drawn from `validation_seed`),
+    # or "evaluate", the paper's protocol (optimistic: the reported split also picks the epoch).
+    # validation = 0 trains on the whole training split and needs select_split = "evaluate".
     select_on: str = "accuracy"
+    select_split: str = "validation"
+    validation: float = 0.1
+    validation_seed: int = 0
     seed: int = 0
 
     def __post_init__(self):
@@ -78,6 +93,13 @@ class TrainConfig:
             (self.spec_augment in ("on", "off"), "spec_augment must be 'on' or 'off'"),
             (self.seed >= 0, "seed must be >= 0"),
             (self.select_on in ("accuracy", "macro_accuracy"), "select_on must be 'accuracy' or 'macro_accuracy'"),
+            (self.select_split in ("validation", "evaluate"), "select_split must be 'validation' or 'evaluate'"),
+            (0 <= self.validation < 1, "validation must be a fraction of the training clips in [0, 1)"),
+            (self.validation > 0 or self.select_split == "evaluate",
+             "select_split = 'validation' needs validation > 0 (or select_split = 'evaluate', the paper's protocol)"),
+            (self.validation_seed >= 0, "validation_seed must be >= 0"),
+            (self.spec_fill in SPEC_FILLS, f"spec_fill must be one of {', '.join(SPEC_FILLS)}"),
+            (self.spec_time_masks >= 0 and self.spec_freq_masks >= 0, "spec_time_masks and spec_freq_masks must be >= 0"),
             (0 < self.spec_time_width <= 1, "spec_time_width must be a fraction of the clip in (0, 1]"),
             (self.spec_freq_width >= 0, "spec_freq_width must be >= 0"),
             (0 <= self.freq_mixstyle_p <= 1, "freq_mixstyle_p must be in [0, 1]"),
@@ -112,6 +134,20 @@ class RuntimeConfig:
 RUNTIME_FIELDS = tuple(RuntimeConfig.__dataclass_fields__)
 
 
+class Rows:
+    """Rows `index` of a (N, F, T) array without copying it: fancy indexing maps to the parent."""
+
+    def __init__(self, array, index):
+        self.array, self.index = array, np.asarray(index)
+        self.shape = (len(self.index), *array.shape[1:])
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, i):
+        return self.array[self.index[i]]
+
+
 @dataclass(frozen=True)
 class Split:
     """One split's cached features and labels, as `fit` consumes them."""
@@ -121,9 +157,18 @@ class Split:
     classes: tuple  # class names, in label order
     clip_seconds: float  # every clip's length (features are padded / cropped to it)
     filenames: tuple = ()  # dataset-relative file names (the keys of a teacher-logits file)
+    locations: tuple = ()  # recording location of each clip ("lisbon-1000"), "" where unknown
 
     def __len__(self):
         return len(self.labels)
+
+    def subset(self, index):
+        """The clips `index` (ascending for fast memory-map reads) as a Split, features not copied."""
+        index = np.asarray(index, dtype=np.int64)
+        pick = (lambda names: tuple(names[i] for i in index) if names else ())
+        return dataclasses.replace(self, features=Rows(self.features, index), labels=self.labels[index],
+                                   devices=self.devices[index], filenames=pick(self.filenames),
+                                   locations=pick(self.locations))
 
 
 @dataclass(frozen=True)
@@ -248,9 +293,10 @@ def evaluate_split(model, split, device, ctx, channels_last):
 
 
 def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, run_dir, *, resume: bool = False,
-        loss_fn=None, after_step=None, on_epoch_end=None, progress: bool = True,
+        validation: Split | None = None, loss_fn=None, after_step=None, on_epoch_end=None, progress: bool = True,
         extra_checkpoint: dict | None = None) -> dict:
-    """Train `model` with the recipe exp.train on `train`, evaluating on `evaluate` after every epoch.
+    """Train `model` with the recipe exp.train on `train`, evaluating on `validation` (when given) and
+    `evaluate` after every epoch; best.pt is chosen on exp.train.select_split.
 
     Writes the run folder's metrics.jsonl (one JSON line per epoch), last.pt, best.pt and results.json
     (see tinyasc.rundir). `loss_fn(logits, x, y_a, y_b, lam)` replaces the mixup cross-entropy
@@ -259,6 +305,9 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
     and sets torch's thread count. Returns the results dict."""
     # ---- set-up --------------------------------------------------------------------------------
     cfg, runtime, run = exp.train, exp.runtime, RunDir(run_dir)
+    if cfg.select_split == "validation" and (validation is None or len(validation) == 0):
+        raise TinyascError("train.select_split = 'validation' but there is no validation split "
+                           "(set train.validation > 0, or train.select_split = 'evaluate' for the paper's protocol)")
     env = dist_env()
     device = resolve_device(runtime.device, env.local_rank)
     ctx = Distributed(device, env)
@@ -285,6 +334,9 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
         from tinyasc.distill import kd_loss, kd_targets, load_teacher_logits
 
         teacher = load_teacher_logits(cfg.teacher_logits, train.filenames, train.classes)
+    fill_mean = None
+    if cfg.spec_augment == "on" and cfg.spec_fill == "dataset_mean":  # (F,) per-bin mean of the training split
+        fill_mean = bin_means(train.features).to(device)
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16 if device.type == "cuda" else None}.get(runtime.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -319,7 +371,9 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
             if responses is not None:  # a recording device's colouring, before the clips are mixed
                 x = device_response(x, responses, cfg.dir_p, generator=g)
             if cfg.spec_augment == "on":
-                x = spec_augment(x, g, freq_width=cfg.spec_freq_width, time_width=time_width)
+                x = spec_augment(x, g, freq_masks=cfg.spec_freq_masks, freq_width=cfg.spec_freq_width,
+                                 time_masks=cfg.spec_time_masks, time_width=time_width, fill=cfg.spec_fill,
+                                 dataset_mean=fill_mean)
             if cfg.mixup_alpha > 0:
                 x, lam, perm = mixup_with_partner(x, cfg.mixup_alpha, generator=g)
             else:
@@ -356,25 +410,29 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
 
         # ---- evaluation ----------------------------------------------------------------------------
         result = evaluate_split(model, evaluate, device, ctx, runtime.channels_last)
+        val = evaluate_split(model, validation, device, ctx, runtime.channels_last) if validation else None
         record = {"epoch": epoch + 1, "lr": lr_at((epoch + 1) * steps_per_epoch - 1, steps_per_epoch, cfg),
                   "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                   "eval_accuracy": result["accuracy"], "eval_macro_accuracy": result["macro_accuracy"],
                   "eval_log_loss": result["log_loss"],
                   "eval_per_device": {d: m["accuracy"] for d, m in result["per_device"].items()},
+                  **({"val_accuracy": val["accuracy"], "val_macro_accuracy": val["macro_accuracy"],
+                      "val_log_loss": val["log_loss"]} if val else {}),
                   "train_seconds": train_time, "epoch_seconds": time.perf_counter() - t0,
                   "data_wait_fraction": batches.wait_seconds / max(train_time, 1e-9)}
         history.append(record)
-        # "best" = highest accuracy (or macro accuracy, train.select_on) on the evaluate split: the paper's
-        # early-stopping figure, optimistic because the development set has no separate validation split
-        improved = result[cfg.select_on] > best.get("value", best["accuracy"])
+        # "best" = highest train.select_on on train.select_split: the held-out validation locations, or
+        # the evaluate split (the paper's early-stopping figure, optimistic: it also reports that split)
+        chosen = val if cfg.select_split == "validation" else result
+        improved = chosen[cfg.select_on] > best.get("value", best["accuracy"])
         if improved:
             best = {"accuracy": result["accuracy"], "epoch": epoch + 1, "metric": cfg.select_on,
-                    "value": result[cfg.select_on]}
+                    "split": cfg.select_split, "value": chosen[cfg.select_on]}
 
         # ---- checkpoint ----------------------------------------------------------------------------
         if ctx.main:
             common = dict(experiment=exp.resolved(), epoch=epoch + 1, history=history, best=best,
-                          metrics=result, **(extra_checkpoint or {}))
+                          metrics=result, validation_metrics=val, **(extra_checkpoint or {}))
             save_checkpoint(run.last, model, arch, exp.features, list(train.classes), optimizer=opt.state_dict(),
                             rng_state=torch.get_rng_state(), **common)
             if improved:
@@ -383,8 +441,9 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                 f.write(json.dumps(record) + "\n")
             if progress:
                 devs = " ".join(f"{d.upper()} {100 * a:.0f}" for d, a in record["eval_per_device"].items())
+                held = f"val {100 * val['accuracy']:.1f}% " if val else ""
                 tqdm.write(f"epoch {epoch + 1:3d}/{cfg.epochs} loss {record['train_loss']:.3f} "
-                           f"train {100 * record['train_accuracy']:.1f}% eval {100 * result['accuracy']:.1f}% "
+                           f"train {100 * record['train_accuracy']:.1f}% {held}eval {100 * result['accuracy']:.1f}% "
                            f"({devs}) {record['epoch_seconds']:.1f}s")
         ctx.barrier()
         if on_epoch_end:
@@ -393,8 +452,16 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
     # ---- results (also when --resume finds every epoch done but results.json missing) --------------
     if result is None:
         result = evaluate_split(model, evaluate, device, ctx, runtime.channels_last)
+    best_state = read_checkpoint(run.best) if ctx.main else {}
+    last_val = history[-1] if history and validation else {}
     results = {"last": result, "last_epoch": cfg.epochs, "best_epoch": best["epoch"],
-               "best": read_checkpoint(run.best)["metrics"] if ctx.main else None,
+               "best": best_state.get("metrics"),
+               # the protocol: which split chose best.pt, and what that split held
+               "selected_on": {"split": cfg.select_split, "metric": cfg.select_on,
+                               "validation_clips": len(validation) if validation else 0,
+                               "validation_locations": len(set(validation.locations)) if validation else 0},
+               "best_validation": best_state.get("validation_metrics"),
+               "last_validation": {k[4:]: v for k, v in last_val.items() if k.startswith("val_")} or None,
                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in history])) if history else None,
                "data_wait_fraction": float(np.mean([h["data_wait_fraction"] for h in history])) if history else None}
     if ctx.main:

@@ -20,7 +20,7 @@ from tinyasc.lock import run_lock
 from tinyasc.models import MODELS, canonical_arch
 from tinyasc.paths import write_json
 from tinyasc.rundir import RunDir
-from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, load_split,
+from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, load_splits,
                           prepare_run_dir)
 from tinyasc.train import fit, resolve_device
 
@@ -167,9 +167,7 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
     prepare_run_dir(run.path, exp, resume, force, dataset_fingerprint(data_root, train_split))
     if not resume:
         write_json(run.compress_settings, settings)
-    train = load_split(data_root, "train", exp, cache_dir, progress=progress, train_split=train_split)
-    evaluate = load_split(data_root, "evaluate", exp, cache_dir,
-                          num_samples=round(train.clip_seconds * exp.features.sample_rate), progress=progress)
+    train, validation, evaluate = load_splits(data_root, exp, cache_dir, progress, train_split)
 
     student = build_student(teacher, ccfg)  # masks depend only on the teacher: a resumed run rebuilds the same
     if ccfg.recalibrate_bn and ccfg.prune > 0 and not resume:  # a resumed run loads its own statistics
@@ -181,7 +179,7 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
         loss_fn = distillation_loss(Teacher(teachers), ccfg.kd_alpha, ccfg.kd_temperature)
     arch = payload["arch"]
     extra = {"clip_samples": round(train.clip_seconds * exp.features.sample_rate), "compression": settings}
-    results = fit(student, arch, train, evaluate, exp, run.path, resume=resume, loss_fn=loss_fn,
+    results = fit(student, arch, train, evaluate, exp, run.path, resume=resume, validation=validation, loss_fn=loss_fn,
                   after_step=zero_pruned, progress=progress, extra_checkpoint=extra, **fit_kwargs)
 
     best = read_checkpoint(run.best)
