@@ -8,7 +8,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from tinyasc.cli import main
 from tinyasc.evaluate import ensemble, format_table, log_loss, metrics, softmax
-from tinyasc.report import aggregate, format_aggregate
+from tinyasc.report import aggregate, format_aggregate, report
 
 CLASSES = ["airport", "bus", "metro"]
 
@@ -45,13 +45,22 @@ def test_ensemble_averages_probabilities():
     assert np.allclose(ensemble([a, b]), [[0.5, 0.4, 0.1]])
 
 
-def fake_run(path, name, accuracies):
+def fake_run(path, name, accuracies, chosen_on=None):
     per_device = {d: {"accuracy": acc, "log_loss": 1.0, "clips": 10} for d, acc in accuracies.items()}
     m = {"accuracy": float(np.mean(list(accuracies.values()))), "log_loss": 1.0, "clips": 90,
          "per_device": per_device, "per_group": {}, "per_class": {}, "confusion": [], "classes": []}
     path.mkdir(parents=True)
     (path / "config.json").write_text(json.dumps({"name": name, "model": "bc_resnet_asc_1"}))
-    (path / "results.json").write_text(json.dumps({"last": m, "best": m}))
+    protocol = {"selected_on": {"split": chosen_on, "metric": "accuracy"}} if chosen_on else {}
+    (path / "results.json").write_text(json.dumps({"last": m, "best": m, **protocol}))
+
+
+def test_report_says_per_row_which_split_chose_the_best_epoch(tmp_path):
+    fake_run(tmp_path / "v" / "seed0", "held", {"a": 0.5}, chosen_on="validation")
+    fake_run(tmp_path / "old" / "seed0", "old", {"a": 0.5})  # written before validation splits existed
+    text, data = report([tmp_path / "v" / "seed0", tmp_path / "old" / "seed0"])
+    assert "| held | 1 | validation | 50.0 |" in text and "| old | 1 | evaluate | 50.0 |" in text
+    assert data["best"]["held"]["chosen_on"] == "validation"
 
 
 def test_aggregate_gives_mean_and_std_over_seeds(tmp_path):
