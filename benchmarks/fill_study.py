@@ -9,13 +9,9 @@ and resumes cut runs. Writes benchmarks/results/fill_study_<name>.{json,md}.
         --rows off clip_mean/both bin_mean/both bin_noise/both"""
 import argparse
 import json
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
+from runner import measured, mean_std, pct, run_all, tinyasc, warmup_sets
 
 ROOT = Path(__file__).resolve().parent.parent
 MASKS = {"both": [], "time": ["train.spec_freq_masks=0"], "freq": ["train.spec_time_masks=0"]}
@@ -23,7 +19,7 @@ FILLS = ("clip_mean", "bin_mean", "dataset_mean", "bin_noise")
 ROWS = {"off": ["train.spec_augment='off'"],
         **{f"{fill}/{masks}": ["train.spec_augment='on'", f"train.spec_fill='{fill}'", *MASKS[masks]]
            for fill in FILLS for masks in MASKS}}
-UNSEEN = ("s4", "s5", "s6")
+KEYS = ("val_accuracy", "eval_accuracy", "eval_unseen", "eval_macro_accuracy", "best_epoch", "seconds_per_epoch")
 
 
 def run_dir(args, row, seed):
@@ -31,44 +27,21 @@ def run_dir(args, row, seed):
 
 
 def train(args, row, seed):
-    run = run_dir(args, row, seed)
-    if (run / "results.json").is_file():
-        return run
-    cmd = [sys.executable, "-m", "tinyasc", "train", "--config", args.config, "--data", args.data, "--out", str(run),
-           "--quiet", "--seed", str(seed), "--set", f"train.epochs={args.epochs}", "--set", "runtime.threads=1",
-           "--set", "runtime.extract_workers=0", "--set", f"name='{Path(args.config).stem} {row}'"]
-    if args.epochs < 20:  # the recipe's 5 warm-up epochs are a quarter of a short schedule at most
-        cmd += ["--set", f"train.warmup_epochs={min(5.0, args.epochs / 4)}"]
-    for s in [*ROWS[row], *args.set]:
+    sets = [f"train.epochs={args.epochs}", "runtime.threads=1", "runtime.extract_workers=0",
+            f"name='{Path(args.config).stem} {row}'", *ROWS[row], *args.set]
+    cmd = ["--config", args.config, "--data", args.data, "--seed", str(seed), *warmup_sets(args.epochs)]
+    for s in sets:
         cmd += ["--set", s]
-    if (run / "last.pt").is_file():
-        cmd.append("--resume")
-    run.parent.mkdir(parents=True, exist_ok=True)
-    with open(run.parent / f"seed{seed}.log", "a") as log:
-        subprocess.run(cmd, check=True, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return run
+    run = run_dir(args, row, seed)
+    return tinyasc("train", run, cmd, run.parent / f"seed{seed}.log")
 
 
 def summarise(args, rows):
     table = {}
     for row in rows:
-        per_seed = {}
-        for seed in args.seeds:
-            path = run_dir(args, row, seed) / "results.json"
-            if not path.is_file():
-                continue
-            r = json.loads(path.read_text())
-            last = r["last"]
-            per_seed[seed] = {"val_accuracy": r["last_validation"]["accuracy"], "eval_accuracy": last["accuracy"],
-                              "eval_unseen": float(np.mean([last["per_device"][d]["accuracy"] for d in UNSEEN])),
-                              "eval_macro_accuracy": last["macro_accuracy"],
-                              "best_epoch": r["best_epoch"], "best_eval_accuracy": r["best"]["accuracy"],
-                              "seconds_per_epoch": r["seconds_per_epoch"]}
+        per_seed = {seed: m for seed in args.seeds if (m := measured(run_dir(args, row, seed)))}
         if per_seed:
-            keys = next(iter(per_seed.values())).keys()
-            table[row] = {"seeds": per_seed,
-                          "mean": {k: float(np.mean([s[k] for s in per_seed.values()])) for k in keys},
-                          "std": {k: float(np.std([s[k] for s in per_seed.values()])) for k in keys}}
+            table[row] = {"seeds": per_seed, **mean_std(per_seed, KEYS)}
     return table
 
 
@@ -80,10 +53,8 @@ def markdown(args, table):
              "|---|---|---|---|---|---|"]
     ranked = sorted(table.items(), key=lambda kv: -kv[1]["mean"]["val_accuracy"])
     for row, t in ranked:
-        m, s = t["mean"], t["std"]
-        cell = (lambda k: f"{100 * m[k]:.1f} ± {100 * s[k]:.1f}")
-        lines.append(f"| {row} | {len(t['seeds'])} | {cell('val_accuracy')} | {cell('eval_accuracy')} | "
-                     f"{cell('eval_unseen')} | {cell('eval_macro_accuracy')} |")
+        lines.append(f"| {row} | {len(t['seeds'])} | {pct(t, 'val_accuracy')} | {pct(t, 'eval_accuracy')} | "
+                     f"{pct(t, 'eval_unseen')} | {pct(t, 'eval_macro_accuracy')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,10 +73,7 @@ def main():
     args = parser.parse_args()
     args.runs = args.runs or f"runs/fill_{args.name}"
     if not args.summary_only:
-        pairs = [(row, seed) for seed in args.seeds for row in args.rows]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for future in [pool.submit(train, args, row, seed) for row, seed in pairs]:
-                future.result()
+        run_all(args.jobs, [lambda row=row, seed=seed: train(args, row, seed) for seed in args.seeds for row in args.rows])
     table = summarise(args, args.rows)
     out = ROOT / "benchmarks" / "results" / f"fill_study_{args.name}"
     meta = {"config": args.config, "epochs": args.epochs, "seeds": args.seeds, "extra_sets": args.set,

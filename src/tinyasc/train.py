@@ -461,6 +461,7 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                                "validation_clips": len(validation) if validation else 0,
                                "validation_locations": len(set(validation.locations)) if validation else 0},
                "best_validation": best_state.get("validation_metrics"),
+               "train_clips": len(train), "steps": cfg.epochs * steps_per_epoch,
                "last_validation": {k[4:]: v for k, v in last_val.items() if k.startswith("val_")} or None,
                "seconds_per_epoch": float(np.mean([h["epoch_seconds"] for h in history])) if history else None,
                "data_wait_fraction": float(np.mean([h["data_wait_fraction"] for h in history])) if history else None}
