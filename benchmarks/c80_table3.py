@@ -80,6 +80,7 @@ def main():
     parser.add_argument("--set", action="append", default=[], help="extra --set for every run")
     parser.add_argument("--jobs", type=int, default=2, help="parallel 1-thread training jobs")
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--results", default="benchmarks/results/c80_table3", help="results path without suffix")
     args = parser.parse_args()
     if not args.summary_only:
         run_all(args.jobs, [lambda row=row, seed=seed: train(args, row, seed) for seed in args.seeds for row in args.rows])
@@ -87,7 +88,7 @@ def main():
     first = next((run_dir(args, row, seed) / "results.json" for seed in args.seeds for row in ROWS
                   if (run_dir(args, row, seed) / "results.json").is_file()), None)
     steps = json.loads(first.read_text()).get("steps", 0) if first else 0
-    out = ROOT / "benchmarks" / "results" / "c80_table3"
+    out = Path(args.results)
     meta = {"epochs": args.epochs, "steps": steps, "paper_steps": STEPS_PAPER, "seeds": args.seeds, "amp": args.amp,
             "extra_sets": args.set, "data": Path(args.data).name}
     out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")

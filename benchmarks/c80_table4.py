@@ -102,12 +102,13 @@ def main():
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--results", default="benchmarks/results/c80_table4", help="results path without suffix")
     args = parser.parse_args()
     row = teacher_row(args)
     if not args.summary_only:
         run_all(args.jobs, [lambda v=v, s=s: compress(args, row, v, s) for s in args.seeds for v in VARIANTS])
     table = summarise(args, row)
-    out = ROOT / "benchmarks" / "results" / "c80_table4"
+    out = Path(args.results)
     meta = {"teacher_row": row, "epochs": args.epochs, "seeds": args.seeds, "data": Path(args.data).name}
     out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown(args, row, table))
