@@ -78,8 +78,8 @@ def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_w
       but each masked bin's variance shrinks, so FreqIN scales the unmasked frames up).
     - "dataset_mean": `dataset_mean` (1, 1, F, 1), the training split's per-bin mean. Under FreqIN a
       time-masked stretch shows the dataset mean minus the clip's spectrum: device information.
-    - "clip_mean": one value per example, its mean over all bins and frames (tinyasc before 0.2; kept so
-      old runs reproduce). Under FreqIN a time-masked stretch is a negative image of the clip's spectrum.
+    - "clip_mean": one value per example, its mean over all bins and frames (the original fill, kept so that
+      runs made with it reproduce). Under FreqIN a time-masked stretch is a negative image of the clip's spectrum.
     Not 0: in log-mel, 0 = log(1) is a loud value."""
     B, F, T = x.shape[0], x.shape[-2], x.shape[-1]
     freq = mask_intervals(B, F, freq_masks, freq_width, generator, x.device)  # (B, F)
