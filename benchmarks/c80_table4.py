@@ -72,7 +72,7 @@ def summarise(args, row):
         if per_seed:
             table[variant] = {"label": label, "seeds": per_seed,
                               **mean_std(per_seed, ("eval_accuracy", "eval_unseen", "drop", "size_bytes"))}
-    pairs = [(a, b) for a, b in zip(args.seeds, args.seeds[1:] + args.seeds[:1]) if a != b]
+    pairs = sorted({tuple(sorted(p)) for p in zip(args.seeds, args.seeds[1:] + args.seeds[:1]) if p[0] != p[1]})
     per_pair = {f"{a}+{b}": {"eval_accuracy": m["accuracy"]} for a, b in pairs if (m := ensemble_metrics(args, a, b))}
     if per_pair:
         table["ensemble"] = {"label": "ensemble of two compressed models (independent teachers)", "seeds": per_pair,
