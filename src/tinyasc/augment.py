@@ -63,19 +63,18 @@ def mask_intervals(batch, length, count, max_width, generator, device="cpu"):
     return inside.any(dim=1)  # (batch, length): union of the count intervals
 
 
-SPEC_FILLS = ("bin_noise", "bin_mean", "dataset_mean", "clip_mean")
+SPEC_FILLS = ("bin_mean", "bin_noise", "dataset_mean", "clip_mean")
 
 
-def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_width=80, fill="bin_noise",
+def spec_augment(x, generator, freq_masks=2, freq_width=40, time_masks=2, time_width=80, fill="bin_mean",
                  dataset_mean=None):
     """SpecAugment without time warping on x (B, C, F, T); widths are clipped to short axes. Every
     channel of an example gets the same masks. What a masked bin takes (`fill`):
 
-    - "bin_noise" (default): the example's own per-bin mean plus its per-bin std times N(0, 1) noise, so
-      each bin keeps its mean and spread and frequency-wise instance norm (ResNorm's FreqIN) sees white
-      noise at masked frames: nothing of the clip's spectrum, and no rescaling of the other frames.
-    - "bin_mean": the example's per-bin mean over channels and time (neutral for FreqIN at masked frames,
-      but each masked bin's variance shrinks, so FreqIN scales the unmasked frames up).
+    - "bin_mean" (default): the example's per-bin mean over channels and time, so frequency-wise instance
+      norm (ResNorm's FreqIN) sees the bin's own mean at masked frames: nothing of the clip's spectrum.
+    - "bin_noise": the per-bin mean plus the per-bin std times N(0, 1) noise, keeping each bin's spread
+      (so FreqIN does not scale the unmasked frames up); measured worse than "bin_mean".
     - "dataset_mean": `dataset_mean` (1, 1, F, 1), the training split's per-bin mean. Under FreqIN a
       time-masked stretch shows the dataset mean minus the clip's spectrum: device information.
     - "clip_mean": one value per example, its mean over all bins and frames (the original fill, kept so that
