@@ -92,8 +92,10 @@ def current_umask():
     return mask
 
 
-def atomic_write(path, write):
-    """Call write(tmp) with a temporary path (str) beside `path`, fsync it and rename it over `path`.
+def atomic_write(path, write, overwrite=True):
+    """Call write(tmp) with a temporary path (str) beside `path`, fsync it and rename it over `path`;
+    with overwrite=False it is linked to `path` instead, which fails if `path` appeared meanwhile (another
+    process writing the same output): one OutputError line, the other file kept.
 
     The result has the mode a plain open() would give: the replaced file's mode, else 0666 minus the
     umask (mkstemp alone makes 0600). A crash leaves `path` old or new, never half-written; a full
@@ -121,13 +123,34 @@ def atomic_write(path, write):
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in USER_ERRNOS:
             raise OutputError(f"cannot write {path} ({_reason(e)})") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _publish_new(tmp, path):
+    """Give the finished file `tmp` the name `path` only if no file has it (atomic: no check-then-write race)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(f"{path}: exists (written meanwhile by another process); pass --force to overwrite") from None
+    except OSError as e:
+        if e.errno in USER_ERRNOS and e.errno not in (errno.EPERM,):
+            raise
+        try:  # a file system without hard links: claim the name exclusively, then replace the claim
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise OutputError(f"{path}: exists (written meanwhile by another process); pass --force to overwrite") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _fsync_dir(folder):

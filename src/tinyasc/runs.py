@@ -11,12 +11,12 @@ import torch
 import torch.distributed as dist
 
 from tinyasc.checkpoint import device_models, load_checkpoint
-from tinyasc.data.cache import FeatureCache
-from tinyasc.data.tau import read_split, read_train_subset
+from tinyasc.data.cache import FeatureCache, typical_length
+from tinyasc.data.tau import check_disjoint, read_split, read_train_subset
 from tinyasc.dcase import SCENES
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import batch_logits, ensemble, metrics, softmax
-from tinyasc.experiment import recipe_of
+from tinyasc.experiment import check_input_fits, recipe_of
 from tinyasc.lock import run_lock
 from tinyasc.models import build_model
 from tinyasc.paths import check_output, write_json
@@ -107,9 +107,11 @@ def dataset_fingerprint(root, train_split=None):
 
 
 def check_dataset(data_root, train_split=None):
-    """Validate the train and evaluate splits (CSVs, labels, audio present) with one-line errors."""
-    for split in ("train", "evaluate"):
-        split_clips(data_root, split, train_split)
+    """Validate the train and evaluate splits (CSVs, labels, audio present, no clip or recording location
+    in both) with one-line errors. Returns the (train, evaluate) clips."""
+    train, evaluate = (split_clips(data_root, split, train_split) for split in ("train", "evaluate"))
+    check_disjoint(read_split(data_root, "train", check_audio=False) if train_split else train, evaluate, data_root)
+    return train, evaluate
 
 
 def prepare_run_dir(run_dir, exp, resume, force, data=None):
@@ -167,7 +169,10 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     """Prepare the run dir and feature caches, build the model from the seed, and fit. Returns results.
     Rank 0 holds the run folder's lock for the whole run: a second writer is refused with one line."""
     env = dist_env()
-    check_dataset(data_root, train_split)  # before the run dir exists: a typo in --data must not leave a run behind
+    # before the run dir exists: a typo in --data or a config the data cannot feed must not leave a run behind
+    train_clips, _ = check_dataset(data_root, train_split)
+    check_input_fits(exp, typical_length(data_root, train_clips, exp.features.sample_rate), SCENES,
+                     where=f"--data {data_root}")
     lock = run_lock(run_dir, what="train") if env.main else contextlib.nullcontext()
     with lock, discard_if_unstarted(run_dir, resume or not env.main):
         if env.main:

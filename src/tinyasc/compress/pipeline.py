@@ -14,7 +14,7 @@ from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distilla
 from tinyasc.compress.prune import DEFAULT_SCOPE, SCOPES, prune, recalibrate_batchnorm, sparsity, zero_pruned
 from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_qat
 from tinyasc.errors import TinyascError
-from tinyasc.config import config_from_dict
+from tinyasc.config import check_fields, config_from_dict, rule
 from tinyasc.experiment import compress_sections, load_experiment
 from tinyasc.lock import run_lock
 from tinyasc.models import MODELS, canonical_arch
@@ -28,33 +28,25 @@ from tinyasc.train import fit, resolve_device
 @dataclass(frozen=True)
 class CompressConfig:
     # §3.3: prune the convolutions to 89% zeros, store their weights at 8 bits and the rest at 16 bits
-    prune: float = 0.89  # fraction of conv weights set to zero; 0 = no pruning
-    prune_scope: str = DEFAULT_SCOPE  # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
-    prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
+    prune: float = rule(0.89, "[0, 1)")  # fraction of conv weights set to zero; 0 = no pruning
+    # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
+    prune_scope: str = rule(DEFAULT_SCOPE, choices=SCOPES)
+    prune_exclude: tuple = rule((), of=str)  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
     # re-estimate the BatchNorm statistics of the pruned, quantized student on (up to 2,048) training
     # clips before fine-tuning: without it a heavily pruned network starts near chance (README, Compression)
     recalibrate_bn: bool = True
-    bits: int = 8  # conv weight bits (symmetric, QAT); 0 = no quantization
+    bits: int = rule(8, "[0, 8]")  # conv weight bits (symmetric, QAT); 0 = no quantization
     per_channel: bool = False  # per-tensor by default: 1 scale per conv, where per-channel scales
     # (4,690 for BC-ResNet-ASC-8, many for 3-weight depthwise filters) would add ~18 KB at fp32
     fp16: bool = True  # store all other parameters (norm affines, biases) as fp16
     # knowledge distillation (§2.3): Table 4's 'Compressed' rows without / with KD
     distill: bool = False
-    kd_alpha: float = KD_ALPHA
-    kd_temperature: float = KD_TEMPERATURE
-    kd_teachers: tuple = ()  # checkpoints whose ensemble teaches; () = the checkpoint being compressed
+    kd_alpha: float = rule(KD_ALPHA, "[0, 1]")
+    kd_temperature: float = rule(KD_TEMPERATURE, "> 0")
+    kd_teachers: tuple = rule((), path=True, of=str)  # checkpoints whose ensemble teaches; () = the one compressed
 
     def __post_init__(self):
-        checks = [
-            (0 <= self.prune < 1, "prune must be in [0, 1)"),
-            (self.prune_scope in SCOPES, f"prune_scope must be one of {SCOPES}"),
-            (self.bits == 0 or 2 <= self.bits <= 8, "bits must be 0 (off) or 2…8"),
-            (0 <= self.kd_alpha <= 1, "kd_alpha must be in [0, 1]"),
-            (self.kd_temperature > 0, "kd_temperature must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TinyascError(f"bad compress config: {message}")
+        check_fields(self, "compress", lambda: [(self.bits != 1, "bits must be 0 (off) or 2…8, not 1")])
 
 
 # Fine-tuning recipe, applied over the teacher's own training config (same augmentation, batch, SGD):
