@@ -34,6 +34,12 @@ def setup(small_benchmark, tmp_path_factory):
     (root / "train_array.toml").write_text("[[train]]\nepochs = 1\n")
     (root / "train_number.toml").write_text("train = 3\n")
     overlapping_datasets(small_benchmark, root)
+    from tinyasc.checkpoint import save_checkpoint
+    from tinyasc.features import FeatureConfig
+    from tinyasc.models import create_model
+
+    save_checkpoint(root / "mels128.pt", create_model("bc_resnet_asc_1", n_mels=128), "bc_resnet_asc",
+                    FeatureConfig(n_mels=128), [f"s{i}" for i in range(10)])
     scenes = "airport bus metro metro_station park public_square shopping_mall street_pedestrian street_traffic tram"
     table = "filename\tscene_label\t" + "\t".join(scenes.split()) + "\n"
     (root / "pred.tsv").write_text(table + "audio/x-a.wav\tairport\t" + "\t".join(["0.1"] * 10) + "\n")
@@ -163,6 +169,8 @@ CASES = [
     (["compress", "{ckpt}", "--data", "{data}", "--out", "{root}/c", "--kd-alpha", "3"], "kd_alpha"),
     (["compress", "{ckpt}", "--data", "{data}", "--out", "{root}/c", "--set", "compress.prune_scope=nope"],
      "prune_scope"),
+    (["compress", "{ckpt}", "--data", "{data}", "--out", "{root}/c", "--distill", "--kd-teacher", "{root}/mels128.pt"],
+     "trained on other features (n_mels 128 vs 256"),  # issue 25: a teacher fed the student's input
     # the benchmark and the other writers
     (["synth", "{root}/a_file"], "a_file"),
     (["synth", "{root}/s", "--seed", "-1"], "seed"),
@@ -199,3 +207,177 @@ def test_bad_input_gives_one_line_and_leaves_nothing(setup, args, message, capsy
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before
 
+
+
+# ---- issue 25: the one edge, full disks, diverged runs, local split files ------------------------------
+
+FAST = ["--quiet", "--set", "train.epochs=1", "--set", "train.batch_size=16", "--set", "train.warmup_epochs=0",
+        "--set", "runtime.extract_workers=0"]
+
+
+def one_error_line(err):
+    lines = [line for line in err.splitlines() if line.startswith("tinyasc: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("debug", ["", "--debug", "env"])
+def test_an_unexpected_exception_is_one_line_naming_the_command_and_its_inputs(setup, debug, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise ValueError("something tinyasc did not foresee")
+
+    monkeypatch.setattr("tinyasc.runs.run_training", broken)
+    if debug == "env":
+        monkeypatch.setenv("TINYASC_DEBUG", "1")
+    args = ["train", "--data", setup["data"], "--out", str(setup["root"] / "edge"), "--quiet"]
+    code = main(args + ([debug] if debug == "--debug" else []))
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert code == 1 and line.startswith("tinyasc: error: train failed on ")
+    assert f"--data {setup['data']}" in line and "ValueError: something tinyasc did not foresee" in line
+    assert ("Traceback" in err) == bool(debug), err
+
+
+def test_a_disk_full_error_outside_tinyasc_is_one_line_naming_the_file(setup, monkeypatch, capsys):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/some/cache/file")
+
+    monkeypatch.setattr("tinyasc.runs.run_training", full)
+    assert main(["train", "--data", setup["data"], "--out", str(setup["root"] / "edge"), "--quiet"]) == 1
+    assert "train: disk full writing /some/cache/file" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("fails", ["last.pt", "metrics.jsonl"])
+def test_a_full_disk_while_saving_stops_in_one_line_and_the_run_resumes_with_every_epoch_logged(
+        setup, fails, tmp_path, monkeypatch, capsys):
+    """The second epoch's last.pt (or the first epoch's metrics line, written after its last.pt) finds the
+    disk full: one line, and --resume finishes the run with every epoch in metrics.jsonl, once each."""
+    import builtins
+    import errno
+
+    import tinyasc.checkpoint
+    import tinyasc.paths
+    import tinyasc.train
+
+    run = tmp_path / "run"
+    calls = {"n": 0}
+
+    def no_space(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    real_bytes, real_open = tinyasc.checkpoint.atomic_write_bytes, builtins.open
+
+    def writer(path, data):  # the second last.pt finds the disk full, inside paths.atomic_write
+        if fails == "last.pt" and path.name == "last.pt":
+            calls["n"] += 1
+            if calls["n"] == 2:
+                return tinyasc.paths.atomic_write(path, no_space)
+        return real_bytes(path, data)
+
+    def opener(path, mode="r", *args, **kwargs):  # the second metrics line finds the disk full
+        if fails == "metrics.jsonl" and str(path).endswith("metrics.jsonl") and "a" in mode:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(tinyasc.checkpoint, "atomic_write_bytes", writer)
+    monkeypatch.setattr(tinyasc.train, "open", opener, raising=False)
+    epochs = 2 if fails == "last.pt" else 1
+    args = ["train", "--data", setup["data"], "--out", str(run)] + FAST + ["--set", f"train.epochs={epochs}"]
+    assert main(args) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert "disk full" in line and "--resume" in line and fails in line, line
+    monkeypatch.undo()
+    assert main(args + ["--resume"]) == 0, capsys.readouterr().err
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == \
+        list(range(1, epochs + 1))
+    assert (run / "results.json").is_file()
+
+
+def test_non_finite_weights_stop_the_run_and_last_pt_keeps_the_last_finite_epoch(setup, tmp_path, capsys):
+    """Weights that become non-finite while the loss stays finite (injected in epoch 2 into a BatchNorm
+    running mean, which training-mode forward passes do not use) stop the run before last.pt is saved."""
+    import torch
+
+    from tinyasc.checkpoint import read_checkpoint
+    from tinyasc.errors import TinyascError
+
+    exp = load_experiment(None, ["train.epochs=2", "train.batch_size=16", "train.warmup_epochs=0",
+                                 "runtime.extract_workers=0"], base={"model": {"preset": "bc_resnet_asc_1"}})
+    finished = []
+
+    def overflow(model):
+        if finished:  # every step of epoch 2
+            model.stem[1].running_mean[0] = float("nan")
+
+    with pytest.raises(TinyascError, match="diverged in epoch 2: non-finite weights") as e:
+        run_training(exp, setup["data"], tmp_path / "run", progress=False, after_step=overflow,
+                     on_epoch_end=finished.append)
+    assert "holds epoch 1, the last finite one" in str(e.value)
+    state = read_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["epoch"] == 1
+    assert all(bool(torch.isfinite(t).all()) for t in state["state_dict"].values() if t.is_floating_point())
+
+
+@pytest.mark.parametrize("sets", [
+    ["train.lr=1e8", "train.mixup_alpha=0"],  # the issue's diverged run
+    ["train.weight_decay=1e30"],
+    ["train.warmup_epochs=1e9"],  # lr ≈ 0 throughout: trains, finite
+])
+def test_extreme_recipe_values_never_save_non_finite_weights(setup, sets, tmp_path, capsys):
+    import torch
+
+    from tinyasc.checkpoint import read_checkpoint
+
+    run = tmp_path / "run"
+    args = ["train", "--data", setup["data"], "--out", str(run)] + FAST
+    code = main(args + [a for s in sets for a in ("--set", s)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code:
+        line = one_error_line(err)
+        assert code == 2 and "training diverged" in line, line
+        assert ("holds epoch" in line) == (run / "last.pt").exists(), line
+    else:
+        assert (run / "results.json").is_file()
+    for name in ("last.pt", "best.pt"):
+        if (run / name).exists():
+            state = read_checkpoint(run / name)["state_dict"]
+            assert all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()), name
+
+
+def test_a_local_split_file_is_used_as_given_not_the_datasets_split_of_that_name(setup, tmp_path, monkeypatch):
+    from tinyasc.data.tau import read_train_subset
+    from tinyasc.errors import TinyascError
+
+    data = setup["root"] / "overlap_location"  # any copy of the benchmark: give it a split25.csv of its own
+    train_rows = (data / "evaluation_setup" / "fold1_train.csv").read_text().splitlines()
+    (data / "evaluation_setup" / "split25.csv").write_text("\n".join(train_rows[:20]) + "\n")
+    local = tmp_path / "split25.csv"
+    local.write_text("\n".join(train_rows[:1] + train_rows[-5:]) + "\n")
+    monkeypatch.chdir(tmp_path)
+    assert len(read_train_subset(data, "./split25.csv")) == 5
+    assert len(read_train_subset(data, str(local))) == 5
+    assert len(read_train_subset(data, "split25")) == 19
+    with pytest.raises(TinyascError, match="both .* exist; write ./split25.csv for the local file"):
+        read_train_subset(data, "split25.csv")
+    (data / "evaluation_setup" / "split25.csv").unlink()
+
+
+def test_resume_refuses_a_run_whose_teacher_logits_changed(setup, tmp_path):
+    from tinyasc.errors import TinyascError
+    from tinyasc.runs import input_digests, prepare_run_dir
+
+    logits = tmp_path / "teacher.npz"
+    logits.write_bytes(b"first teacher")
+    exp = load_experiment(None, [f"train.teacher_logits='{logits}'"], base={"model": {"preset": "bc_resnet_asc_1"}})
+    run = tmp_path / "run"
+    prepare_run_dir(run, exp, False, False, {"sha256": "d", "inputs": input_digests(exp.train)})
+    (run / "last.pt").write_bytes(b"")  # an interrupted run
+    prepare_run_dir(run, exp, True, False, {"sha256": "d", "inputs": input_digests(exp.train)})  # unchanged: fine
+    logits.write_bytes(b"another teacher")
+    with pytest.raises(TinyascError, match="changed train.teacher_logits"):
+        prepare_run_dir(run, exp, True, False, {"sha256": "d", "inputs": input_digests(exp.train)})

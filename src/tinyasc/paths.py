@@ -180,3 +180,18 @@ def write_json(path, obj):
     import json
 
     atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def content_sha256(path):
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and contents, in name order): what
+    a run's input file or folder held, so a resumed run can tell that it changed."""
+    import hashlib
+
+    path, h = Path(path), hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        h.update(f"{p.relative_to(path).as_posix() if path.is_dir() else ''}\0".encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

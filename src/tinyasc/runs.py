@@ -19,7 +19,7 @@ from tinyasc.evaluate import batch_logits, ensemble, metrics, softmax
 from tinyasc.experiment import check_input_fits, recipe_of
 from tinyasc.lock import run_lock
 from tinyasc.models import build_model
-from tinyasc.paths import check_output, write_json
+from tinyasc.paths import check_output, content_sha256, write_json
 from tinyasc.rundir import RunDir
 from tinyasc.train import Distributed, Split, dist_env, fit, resolve_device
 
@@ -106,6 +106,13 @@ def dataset_fingerprint(root, train_split=None):
     return {"root": str(Path(root).resolve()), **counts, "sha256": h.hexdigest()}
 
 
+def input_digests(train_cfg, **paths):
+    """{name: content SHA-256} of a run's input files besides the dataset (train.teacher_logits,
+    train.dir_folder, and `paths`, e.g. a compress teacher): --resume refuses a run whose inputs changed."""
+    named = {"train.teacher_logits": train_cfg.teacher_logits, "train.dir_folder": train_cfg.dir_folder, **paths}
+    return {name: content_sha256(path) for name, path in named.items() if path and Path(path).exists()}
+
+
 def check_dataset(data_root, train_split=None):
     """Validate the train and evaluate splits (CSVs, labels, audio present, no clip or recording location
     in both) with one-line errors. Returns the (train, evaluate) clips."""
@@ -132,6 +139,10 @@ def prepare_run_dir(run_dir, exp, resume, force, data=None):
         saved_data = run / DATA_FILE
         if data and saved_data.is_file():
             before = json.loads(saved_data.read_text())
+            for name, digest in (before.get("inputs") or {}).items():  # runs from before issue 25 have none
+                if (data.get("inputs") or {}).get(name) != digest:
+                    raise TinyascError(f"{run.path}: --resume with a changed {name} (its content differs from when "
+                                       "the run started); start a new run, or restore the file")
             if before.get("sha256") != data["sha256"]:
                 raise TinyascError(f"{run.path}: --resume on other data than the run was started with "
                                    f"({before.get('root')}, {before.get('train_clips')} train clips; now {data['root']}, "
@@ -176,7 +187,8 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     lock = run_lock(run_dir, what="train") if env.main else contextlib.nullcontext()
     with lock, discard_if_unstarted(run_dir, resume or not env.main):
         if env.main:
-            prepare_run_dir(run_dir, exp, resume, force, dataset_fingerprint(data_root, train_split))
+            prepare_run_dir(run_dir, exp, resume, force,
+                            {**dataset_fingerprint(data_root, train_split), "inputs": input_digests(exp.train)})
             from tinyasc.system import describe
 
             write_json(RunDir(run_dir) / "system.json", describe())  # allocator, threads, torch, CPU: speed context

@@ -2,6 +2,7 @@
 and SpecAugment, in one explicit loop over batches of cached log-mel features. DDP-aware (torchrun),
 deterministic on CPU for a seed, and resumable to the same final weights."""
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -421,7 +422,9 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                 with open(run.metrics, "a") as f:
                     f.write(json.dumps(record) + "\n")
             except (OSError, TinyascError) as e:  # paths.OutputError: disk full, read-only
-                reason = str(e) if isinstance(e, TinyascError) else f"cannot write {run.metrics} ({e.strerror or e})"
+                full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+                reason = str(e) if isinstance(e, TinyascError) else \
+                    f"cannot write {run.metrics} ({'disk full' if full else e.strerror or e})"
                 raise TinyascError(f"{reason}; the run stays resumable: free space, then rerun with --resume"
                                    ) from None
             if progress:

@@ -20,8 +20,8 @@ from tinyasc.lock import run_lock
 from tinyasc.models import MODELS, canonical_arch
 from tinyasc.paths import write_json
 from tinyasc.rundir import RunDir
-from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, load_splits,
-                          prepare_run_dir)
+from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, input_digests,
+                          load_splits, prepare_run_dir)
 from tinyasc.train import fit, resolve_device
 
 
@@ -144,6 +144,14 @@ def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False
     teacher, feature_cfg, classes, payload = load_checkpoint(teacher_path)
     run = RunDir(run_dir)
     settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
+    for path in ccfg.kd_teachers:  # a teacher must see what the student sees (the same features, classes)
+        _, teacher_features, teacher_classes, _ = load_checkpoint(path)
+        if teacher_features != feature_cfg or teacher_classes != classes:
+            differ = [f"{k} {getattr(teacher_features, k)} vs {getattr(feature_cfg, k)}"
+                      for k in feature_cfg.to_dict() if getattr(teacher_features, k) != getattr(feature_cfg, k)]
+            what = f"features ({', '.join(differ[:3])})" if differ else f"classes ({len(teacher_classes)})"
+            raise TinyascError(f"--kd-teacher {path}: trained on other {what} than the student ({teacher_path}); "
+                               "teach with a model of the same front end and classes")
     check_dataset(data_root, train_split)  # before the run dir exists
     with run_lock(run.path, what="compress"), discard_if_unstarted(run.path, resume):
         return _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root, run, exp, ccfg,
@@ -156,7 +164,9 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
         saved = json.loads(run.compress_settings.read_text()) if run.compress_settings.is_file() else None
         if saved != settings:
             raise TinyascError(f"{run.path}: --resume with different compression settings than the run was started with")
-    prepare_run_dir(run.path, exp, resume, force, dataset_fingerprint(data_root, train_split))
+    teachers = {"the teacher": settings["teacher"], **{f"--kd-teacher {p}": p for p in ccfg.kd_teachers}}
+    prepare_run_dir(run.path, exp, resume, force, {**dataset_fingerprint(data_root, train_split),
+                                                   "inputs": input_digests(exp.train, **teachers)})
     if not resume:
         write_json(run.compress_settings, settings)
     train, validation, evaluate = load_splits(data_root, exp, cache_dir, progress, train_split)
