@@ -381,3 +381,50 @@ def test_resume_refuses_a_run_whose_teacher_logits_changed(setup, tmp_path):
     logits.write_bytes(b"another teacher")
     with pytest.raises(TinyascError, match="changed train.teacher_logits"):
         prepare_run_dir(run, exp, True, False, {"sha256": "d", "inputs": input_digests(exp.train)})
+
+
+def finished_run(path, seed, accuracy, data=None, epochs=1):
+    m = {"accuracy": accuracy, "log_loss": 1.0, "clips": 90, "per_device": {"a": {"accuracy": accuracy}},
+         "per_group": {}, "per_class": {}, "confusion": [], "classes": []}
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"name": "x", "model": "bc_resnet_asc_1",
+                                                  "train": {"seed": seed, "epochs": epochs}}))
+    (path / "results.json").write_text(json.dumps({"last": m, "best": m}))
+    if data:
+        (path / "data.json").write_text(json.dumps(data))
+
+
+def test_report_keeps_datasets_subsets_and_devices_apart_and_counts_a_seed_once(tmp_path):
+    """Issue 25: three seed-0 runs on split5/25/100 were one row "3 seeds"; device fine-tunes counted as seeds."""
+    from tinyasc.report import report
+
+    runs = []
+    for i, subset in enumerate(["split5", "split25", "split100"]):
+        runs.append(tmp_path / subset)
+        finished_run(runs[-1], 0, 0.1 * (i + 1), {"sha256": f"d{i}", "train_split": subset})
+    for device in ("a", "b"):
+        runs.append(tmp_path / "dev" / device)
+        finished_run(runs[-1], 0, 0.5, {"sha256": "d1", "train_split": "split25", "device": device})
+    runs.append(tmp_path / "copy")  # split25's seed 0 again
+    finished_run(runs[-1], 0, 0.9, {"sha256": "d1", "train_split": "split25"})
+    text, data = report(runs)
+    rows = data["last"]
+    assert set(rows) == {"x on split5", "x on split25", "x on split100", "x on split25 (device a)",
+                         "x on split25 (device b)"}
+    assert all(row["seeds"] == 1 for row in rows.values())
+    assert rows["x on split25"]["mean"][0] == pytest.approx(20.0)  # the first run of the seed, not the copy
+    assert f"{tmp_path / 'copy'} repeats seed 0 of x on split25" in text
+
+
+def test_sweep_refuses_a_finished_seed_of_another_recipe_and_says_why(setup, tmp_path, capsys):
+    """Issue 25: a second sweep (or `demo --epochs 4`) reported old runs of another recipe as its own."""
+    from tinyasc.runs import sweep
+
+    exp = load_experiment(None, ["train.epochs=4"], base={"model": {"preset": "bc_resnet_asc_1"}})
+    finished_run(tmp_path / "seed0", 0, 0.5, epochs=1)
+    (tmp_path / "seed0" / "config.json").write_text(json.dumps(
+        {**exp.resolved(), "train": {**exp.resolved()["train"], "epochs": 1}}))
+    from tinyasc.errors import TinyascError
+
+    with pytest.raises(TinyascError, match=r"holds a finished run of another recipe \(train.epochs 1 ≠ 4\)"):
+        sweep(exp, setup["data"], tmp_path, [0], progress=False)

@@ -188,7 +188,8 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     with lock, discard_if_unstarted(run_dir, resume or not env.main):
         if env.main:
             prepare_run_dir(run_dir, exp, resume, force,
-                            {**dataset_fingerprint(data_root, train_split), "inputs": input_digests(exp.train)})
+                            {**dataset_fingerprint(data_root, train_split), "train_split": train_split,
+                             "inputs": input_digests(exp.train)})
             from tinyasc.system import describe
 
             write_json(RunDir(run_dir) / "system.json", describe())  # allocator, threads, torch, CPU: speed context
@@ -223,7 +224,11 @@ def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True, trai
         run_dir = Path(out_dir) / f"seed{seed}"
         seeded = dataclasses.replace(exp, train=dataclasses.replace(exp.train, seed=seed))
         if RunDir(run_dir).results.is_file():
-            print(f"{run_dir}: finished, skipped")
+            why = finished_run_differs(run_dir, seeded, data_root, train_split)
+            if why:
+                raise TinyascError(f"{run_dir}: holds a finished run of {why}; it is not this sweep's seed {seed} "
+                                   "(use another --out, or remove that run)")
+            print(f"{run_dir}: finished with the same recipe and data, skipped")
         else:
             resume = RunDir(run_dir).last.is_file()
             print(f"{run_dir}: {'resuming' if resume else 'training'} {exp.name} seed {seed}")
@@ -231,6 +236,36 @@ def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True, trai
                          train_split=train_split)
         runs.append(run_dir)
     return runs
+
+
+def _differences(a, b, prefix=""):
+    """'train.epochs 1 ≠ 4'-style list of the leaves where two nested dicts differ."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key} {x!r} ≠ {y!r}")
+    return out
+
+
+def finished_run_differs(run_dir, exp, data_root, train_split=None):
+    """Why the finished run in `run_dir` is not `exp` on this data ("another recipe (train.epochs 1 ≠ 4)",
+    "other data"), or None when its recipe and dataset fingerprint are equal."""
+    run = RunDir(run_dir)
+    try:
+        saved = recipe_of(json.loads(run.config.read_text()))
+    except (OSError, ValueError) as e:
+        return f"an unreadable config ({e})"
+    differ = _differences(saved, recipe_of(exp.resolved()))
+    if differ:
+        return f"another recipe ({', '.join(differ[:3])}{', …' if len(differ) > 3 else ''})"
+    if (run / DATA_FILE).is_file():
+        before = json.loads((run / DATA_FILE).read_text())
+        if before.get("sha256") != dataset_fingerprint(data_root, train_split)["sha256"]:
+            return f"other data ({before.get('root')}, {before.get('train_clips')} train clips)"
+    return None
 
 
 def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None, progress=True, data=None):
