@@ -184,3 +184,26 @@ def test_the_python_api_accepts_the_documented_layouts_and_rejects_the_rest(setu
 def test_an_old_checkpoint_without_a_weight_hash_still_loads(setup, tmp_path):
     old = edited_checkpoint(tmp_path / "old.pt", setup["good"], lambda p: p.pop("weights_sha256"))
     assert load(old).predict(np.zeros(16000, np.float32)).probabilities.shape == (1, 10)
+
+
+def test_predict_never_replaces_an_out_that_another_run_wrote_meanwhile(setup, monkeypatch, capsys):
+    """Two `predict` runs with the same --out (issue 25): the one that finishes second is refused in one
+    line instead of replacing the first one's table; --force still overwrites."""
+    import tinyasc.predict
+
+    out = setup["root"] / "race.tsv"
+    real = tinyasc.predict.collect_inputs
+
+    def first_run_finishes_meanwhile(inputs):  # after the --out check, before this run publishes
+        out.write_text("the other run's predictions\n")
+        return real(inputs)
+
+    monkeypatch.setattr(tinyasc.predict, "collect_inputs", first_run_finishes_meanwhile)
+    code = main(["predict", str(setup["good"]), str(setup["audio"] / "ok.wav"), "--out", str(out), "--workers", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("tinyasc: error:") == 1 and "written meanwhile" in err, err
+    assert out.read_text() == "the other run's predictions\n"
+    assert not [p for p in setup["root"].iterdir() if p.name.startswith(".race.tsv")]  # no temporary left
+    assert main(["predict", str(setup["good"]), str(setup["audio"] / "ok.wav"), "--out", str(out), "--force",
+                 "--workers", "1"]) == 0
+    assert out.read_text().startswith("filename\tscene_label")

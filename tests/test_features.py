@@ -83,7 +83,7 @@ def test_batched_equals_one_by_one():
 
 @pytest.mark.parametrize("bad", [dict(n_fft=2048), dict(kind="mfcc"), dict(hop_length=0), dict(f_max=9000.0)])
 def test_bad_configs_are_refused_with_a_message(bad):
-    with pytest.raises(TinyascError, match="bad feature config"):
+    with pytest.raises(TinyascError, match="bad config: features"):
         FeatureConfig(**bad)
 
 

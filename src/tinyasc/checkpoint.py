@@ -2,6 +2,7 @@
 travel with the weights, so a checkpoint is all `tinyasc evaluate`/`predict` need. Writes are atomic."""
 import dataclasses
 import hashlib
+import io
 from pathlib import Path
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
 from tinyasc.models import build_model
-from tinyasc.paths import atomic_write  # noqa: F401 (the one home of atomic writes; re-exported)
+from tinyasc.paths import atomic_write, atomic_write_bytes  # noqa: F401 (the one home of atomic writes; re-exported)
 
 FORMAT = "tinyasc-checkpoint"
 VERSION = 1
@@ -46,7 +47,11 @@ def save_checkpoint(path, model, arch, feature_cfg, classes, state_dict=None, **
         "weights_sha256": weights_sha256(state),
         **extra,
     }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    # serialised in memory first: torch's own writer reports a full disk as a RuntimeError, Python's file
+    # writes as OSError(ENOSPC), which atomic_write turns into one line naming the file
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def read_checkpoint(path):

@@ -353,7 +353,7 @@ def cmd_predict(args):
         raise TinyascError("--relative-to names the keys of a --logits file; give --logits OUT.npz too")
     device_ids = read_device_ids(args.device_ids, files) if args.device_ids else None
     _, failed = write_submission(clf, files, args.out, batch_size=args.batch_size, workers=args.workers,
-                                 device_ids=device_ids,
+                                 device_ids=device_ids, overwrite=args.force,
                                  logits_out=args.logits, relative_to=args.relative_to,
                                  on_error=lambda m: tqdm.write(f"tinyasc: skipped {m}", file=sys.stderr))
     if failed:
@@ -387,6 +387,20 @@ def cmd_finetune_devices(args):
     return 0
 
 
+def _non_finite(value, where="metrics"):
+    """The key path of the first NaN or infinity in a JSON value, or None."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, v in items:
+        found = _non_finite(v, f"{where}.{key}" if isinstance(value, dict) else f"{where}[{key}]")
+        if found:
+            return found
+    return None
+
+
 def cmd_submission(args):
     import numpy as np
 
@@ -407,6 +421,8 @@ def cmd_submission(args):
             raise TinyascError(f"--predictions {path}: a probability is not a number") from None
         if subset and not subset.isdigit():
             raise TinyascError(f"--predictions {spec}: expected FILE or SUBSET=FILE with SUBSET one of 5 10 25 50 100")
+        if (int(subset) if subset else None) in predictions:
+            raise TinyascError(f"--predictions {spec}: subset {subset or '(none)'} is given twice; give each subset once")
         predictions[int(subset) if subset else None] = output_table([r[0] for r in rows[1:]], probs, rows[0][2:])
     results = None
     if args.metrics:
@@ -414,6 +430,10 @@ def cmd_submission(args):
             results = json.loads(Path(args.metrics).read_text())
         except (OSError, ValueError) as e:
             raise TinyascError(f"--metrics {args.metrics}: not a readable metrics.json ({e})") from None
+        bad = _non_finite(results)
+        if bad:
+            raise TinyascError(f"--metrics {args.metrics}: {bad} is not a finite number; a diverged run's metrics "
+                               "cannot go into meta.yaml")
     complexity = None
     if args.model:
         from tinyasc.complexity import count_macs, count_params, size_bytes
@@ -444,6 +464,8 @@ def cmd_submission(args):
 def build_parser():
     parser = argparse.ArgumentParser(prog="tinyasc", description="Low-complexity, device-robust acoustic scene "
                                      "classification (BC-ResNet-ASC + Residual Normalization).")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error "
+                        "(also TINYASC_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("info", help="parameters, size, MACs and receptive field of a model or checkpoint")
@@ -626,10 +648,47 @@ def build_parser():
     p.add_argument("--backend", choices=["auto", "onnx", "torch"], default="auto",
                    help="how checkpoints run: auto = ONNX Runtime on CPU (3-4x faster), PyTorch on CUDA")
     p.set_defaults(func=cmd_predict)
+    for p in sub.choices.values():  # `tinyasc train … --debug` as well as `tinyasc --debug train …`
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
+# the arguments that name a command's inputs, quoted when an unexpected error has to say what failed
+INPUT_ARGS = ("target", "config", "teacher", "checkpoint", "checkpoints", "data", "train_split", "paths", "runs",
+              "root", "predictions", "metrics", "model", "out")
+
+
+def _inputs(args):
+    """'--config x.toml --data DATA' : the inputs a command was given, for an unexpected error's line."""
+    parts = []
+    for name in INPUT_ARGS:
+        value = getattr(args, name, None)
+        if value:
+            value = " ".join(map(str, value)) if isinstance(value, list) else str(value)
+            parts.append(value if name in ("target", "checkpoint", "checkpoints", "teacher", "paths", "runs", "root")
+                         else f"--{name.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def _unexpected(command, args, e):
+    """One line for an exception tinyasc did not foresee: the command, its inputs, the error, and how to
+    see the traceback. A full disk or a refused write is said plainly, with the file."""
+    import errno
+
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {e.filename}" if e.filename else ""
+        return f"{command}: disk full{where}; free space and rerun (runs continue with --resume)"
+    if isinstance(e, OSError) and e.filename:
+        return f"{command}: {e.filename}: {e.strerror or e}"
+    detail = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+    inputs = _inputs(args)
+    return (f"{command} failed{' on ' + inputs if inputs else ''}: {type(e).__name__}"
+            f"{': ' + detail if detail else ''} (rerun with --debug or TINYASC_DEBUG=1 for the traceback)")
+
+
 def main(argv=None):
+    import os
+
     from tinyasc.system import setup
 
     try:
@@ -637,12 +696,25 @@ def main(argv=None):
     except TinyascError as e:
         print(f"tinyasc: error: {e}", file=sys.stderr)
         return 2
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    debug = getattr(args, "debug", False) or os.environ.get("TINYASC_DEBUG", "") not in ("", "0")
     try:
         return args.func(args)
     except TinyascError as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
         print(f"tinyasc: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tinyasc: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # the one edge: whatever escaped the checks is one line, never a traceback
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        print(f"tinyasc: error: {_unexpected(args.command, args, e)}", file=sys.stderr)
+        return 1

@@ -13,7 +13,7 @@ from tinyasc.errors import TinyascError
 from tinyasc.experiment import experiment_from_sections
 from tinyasc.lock import run_lock
 from tinyasc.paths import check_output, write_json
-from tinyasc.runs import check_dataset, load_splits
+from tinyasc.runs import DATA_FILE, check_dataset, dataset_fingerprint, load_splits
 from tinyasc.train import fit
 
 # The fine-tuning recipe per device (ours; the 2025 baseline fine-tunes briefly at a low rate)
@@ -69,6 +69,9 @@ def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, f
                     f.unlink()
             run.mkdir(parents=True, exist_ok=True)
             write_json(run / "config.json", exp.resolved())
+            # the device is part of the run's identity: `report` keeps each device's fine-tune in its own row
+            write_json(run / DATA_FILE, {**dataset_fingerprint(data_root, train_split), "train_split": train_split,
+                                         "device": device})
             evaluate_device = device_split(evaluate, device)
             if len(evaluate_device) == 0:  # a device with no evaluate clips: judge on all of them
                 evaluate_device = evaluate

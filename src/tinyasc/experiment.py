@@ -78,6 +78,22 @@ def read_toml(path):
         raise TinyascError(f"{path}: not valid TOML ({e})") from None
 
 
+def check_sections(loaded, where):
+    """A loaded TOML's shape: [model], [features], [train], [runtime] and [compress] are tables of fields,
+    and name / description are text (a number is taken as its text). One line per misshapen entry."""
+    for key, value in loaded.items():
+        if key in (*SECTIONS, "compress") and not isinstance(value, dict):
+            shape = "an array of tables ([[" + key + "]])" if isinstance(value, list) else repr(value)
+            raise TinyascError(f"{where}: {key} must be a [{key}] table of fields (FIELD = VALUE lines under "
+                               f"a [{key}] header), not {shape}")
+        if key in ("name", "description"):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                loaded[key] = str(value)
+            elif not isinstance(value, str):
+                raise TinyascError(f"{where}: {key} must be text, not {value!r}")
+    return loaded
+
+
 def load_experiment(path=None, overrides=(), base=None):
     """Experiment from a TOML file (sections [model] with `preset` + config fields, [features], [train],
     [runtime]) and `--set` overrides. `base` is a dict used under the file (a teacher's experiment)."""
@@ -85,14 +101,14 @@ def load_experiment(path=None, overrides=(), base=None):
     for k, v in (base or {}).items():
         data[k] = {**data.get(k, {}), **v} if isinstance(v, dict) else v
     if path is not None:
-        loaded = read_toml(path)
+        loaded = check_sections(read_toml(path), path)
         data.update({k: {**data.get(k, {}), **v} if isinstance(v, dict) and k != "model" else v
                      for k, v in loaded.items()})
         if "name" not in loaded:
             data["name"] = Path(path).stem
     for keys, value in map(parse_override, overrides):
         if len(keys) == 1 and keys[0] in ("name", "description"):
-            data[keys[0]] = value
+            data[keys[0]] = str(value)
         elif len(keys) == 2 and keys[0] in SECTIONS:
             data[keys[0]][keys[1]] = value
         else:
@@ -123,10 +139,10 @@ def experiment_from_sections(data, where="config"):
     if model_mels is not None and model_mels != features.n_mels:
         raise TinyascError(f"{where}: features.n_mels = {features.n_mels} but the model expects "
                            f"model.n_mels = {model_mels}; set both to the same value")
-    return Experiment(name=str(data.get("name", preset)), model=preset, model_overrides=model, features=features,
+    return Experiment(name=str(data.get("name") or preset), model=preset, model_overrides=model, features=features,
                       train=config_from_dict(TrainConfig, train),
                       runtime=config_from_dict(RuntimeConfig, runtime),
-                      description=data.get("description", ""))
+                      description=str(data.get("description", "")))
 
 
 def compress_sections(base, config=None, sets=()):
@@ -138,7 +154,7 @@ def compress_sections(base, config=None, sets=()):
     compress = {}
     if config is not None:
         path = Path(config)
-        loaded = read_toml(path)
+        loaded = check_sections(read_toml(path), path)
         compress = dict(loaded.pop("compress", {}))
         data["name"] = loaded.pop("name", path.stem)
         for key, value in loaded.items():
@@ -151,3 +167,18 @@ def compress_sections(base, config=None, sets=()):
         else:
             other_sets.append(text)
     return data, compress, other_sets
+
+
+def check_input_fits(exp, clip_samples, classes, where="the data"):
+    """Cross-config rules that need the data, checked before any work: the model's classes are the
+    data's, and clips of `clip_samples` samples give enough frames for the model's stem and pools."""
+    _, model_cfg = model_config(exp.model, **exp.model_overrides)
+    if model_cfg.num_classes != len(classes):
+        raise TinyascError(f"model.num_classes = {model_cfg.num_classes} but {where} has {len(classes)} classes "
+                           f"({', '.join(classes)}); set model.num_classes = {len(classes)}")
+    frames, need = exp.features.num_frames(clip_samples), model_cfg.min_frames()
+    if frames < need:
+        seconds = clip_samples / exp.features.sample_rate
+        raise TinyascError(f"features: {seconds:g} s clips at sample_rate {exp.features.sample_rate} and hop_length "
+                           f"{exp.features.hop_length} give {frames} frame(s), but {exp.model} needs at least {need} "
+                           f"after its stem and pools; lower features.hop_length or raise features.sample_rate")

@@ -13,49 +13,49 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinyasc.config import config_from_dict
-from tinyasc.errors import TinyascError
+from tinyasc.config import check_fields, config_from_dict, rule
 
 
 @dataclass(frozen=True)
 class FeatureConfig:
     # signal
-    sample_rate: int = 16000  # the paper downsamples the 48 kHz recordings to 16 kHz
+    sample_rate: int = rule(16000, ">= 1")  # the paper downsamples the 48 kHz recordings to 16 kHz
     # framing: 130 ms window and 30 ms hop at 16 kHz
-    win_length: int = 2080
-    hop_length: int = 480
+    win_length: int = rule(2080, ">= 1")
+    hop_length: int = rule(480, ">= 1")
     # FFT size must be >= the window (2048 would truncate a 2080-sample window); 2080 = 2^5·5·13,
     # which torch.stft (pocketfft) handles without padding to a power of two. 1041 bins of 7.7 Hz.
-    n_fft: int = 2080
-    # mel filterbank: librosa's Slaney mel scale and area normalisation, 0 Hz to Nyquist
-    n_mels: int = 256
-    f_min: float = 0.0
-    f_max: float | None = None
+    n_fft: int = rule(2080, ">= 1")
+    # mel filterbank: librosa's Slaney mel scale and area normalisation, f_min to f_max (None: Nyquist)
+    n_mels: int = rule(256, ">= 1")
+    f_min: float = rule(0.0, ">= 0")
+    f_max: float | None = rule(None, "> 0")
     # "logmel": log(mel power + log_offset); "pcen": fixed PCEN on mel power (Table 3 baseline)
-    kind: str = "logmel"
-    log_offset: float = 1e-6
+    kind: str = rule("logmel", choices=("logmel", "pcen"))
+    log_offset: float = rule(1e-6, "> 0")
     # PCEN constants = librosa.pcen defaults; input scaled by 2^31 as librosa recommends
-    pcen_gain: float = 0.98
-    pcen_bias: float = 2.0
-    pcen_power: float = 0.5
-    pcen_time_constant: float = 0.4  # seconds
-    pcen_eps: float = 1e-6
-    pcen_input_scale: float = 2.0**31
+    pcen_gain: float = rule(0.98, "> 0")
+    pcen_bias: float = rule(2.0, "> 0")
+    pcen_power: float = rule(0.5, "> 0")
+    pcen_time_constant: float = rule(0.4, "> 0")  # seconds
+    pcen_eps: float = rule(1e-6, "> 0")
+    pcen_input_scale: float = rule(2.0**31, "> 0")
 
     def __post_init__(self):
-        checks = [
-            (self.sample_rate > 0, "sample_rate must be positive"),
-            (0 < self.win_length <= self.n_fft, "need 0 < win_length <= n_fft"),
-            (self.hop_length > 0, "hop_length must be positive"),
-            (self.n_mels > 0, "n_mels must be positive"),
-            (self.kind in ("logmel", "pcen"), f"kind must be 'logmel' or 'pcen', not {self.kind!r}"),
-            (self.log_offset > 0, "log_offset must be positive"),
-            (self.f_max is None or self.f_min < self.f_max <= self.sample_rate / 2,
-             "need f_min < f_max <= sample_rate / 2"),
+        check_fields(self, "features", self._cross_checks)
+
+    def _cross_checks(self):
+        nyquist = self.sample_rate / 2
+        top = nyquist if self.f_max is None else self.f_max
+        return [
+            (self.win_length <= self.n_fft, f"win_length ({self.win_length}) must be <= n_fft ({self.n_fft})"),
+            (self.f_max is None or self.f_max <= nyquist,
+             f"f_max ({self.f_max}) must be <= the Nyquist frequency sample_rate / 2 = {nyquist:g} Hz"),
+            (self.f_min < top, f"f_min ({self.f_min:g}) must be below f_max (or the Nyquist frequency "
+                               f"sample_rate / 2 = {nyquist:g} Hz when f_max is unset), here {top:g} Hz"),
+            (self.n_mels <= self.n_fft // 2 + 1,
+             f"n_mels ({self.n_mels}) must be <= n_fft // 2 + 1 = {self.n_fft // 2 + 1} FFT bins"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise TinyascError(f"bad feature config: {message}")
 
     def num_frames(self, num_samples):
         """Frames for a clip of `num_samples` samples (centred STFT)."""

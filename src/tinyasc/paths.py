@@ -92,8 +92,10 @@ def current_umask():
     return mask
 
 
-def atomic_write(path, write):
-    """Call write(tmp) with a temporary path (str) beside `path`, fsync it and rename it over `path`.
+def atomic_write(path, write, overwrite=True):
+    """Call write(tmp) with a temporary path (str) beside `path`, fsync it and rename it over `path`;
+    with overwrite=False it is linked to `path` instead, which fails if `path` appeared meanwhile (another
+    process writing the same output): one OutputError line, the other file kept.
 
     The result has the mode a plain open() would give: the replaced file's mode, else 0666 minus the
     umask (mkstemp alone makes 0600). A crash leaves `path` old or new, never half-written; a full
@@ -121,13 +123,34 @@ def atomic_write(path, write):
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _publish_new(tmp, path)
     except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(e, OSError) and e.errno in USER_ERRNOS:
             raise OutputError(f"cannot write {path} ({_reason(e)})") from None
         raise
     _fsync_dir(path.parent)
+
+
+def _publish_new(tmp, path):
+    """Give the finished file `tmp` the name `path` only if no file has it (atomic: no check-then-write race)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputError(f"{path}: exists (written meanwhile by another process); pass --force to overwrite") from None
+    except OSError as e:
+        if e.errno in USER_ERRNOS and e.errno not in (errno.EPERM,):
+            raise
+        try:  # a file system without hard links: claim the name exclusively, then replace the claim
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise OutputError(f"{path}: exists (written meanwhile by another process); pass --force to overwrite") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
 
 
 def _fsync_dir(folder):
@@ -157,3 +180,18 @@ def write_json(path, obj):
     import json
 
     atomic_write_text(path, json.dumps(obj, indent=2))
+
+
+def content_sha256(path):
+    """SHA-256 of a file's bytes, or of a folder's files (relative names and contents, in name order): what
+    a run's input file or folder held, so a resumed run can tell that it changed."""
+    import hashlib
+
+    path, h = Path(path), hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for p in files:
+        h.update(f"{p.relative_to(path).as_posix() if path.is_dir() else ''}\0".encode())
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

@@ -379,14 +379,14 @@ def read_device_ids(path, files):
 
 
 def write_submission(classifier, files, out=None, *, batch_size=16, workers=None, progress=None, on_error=None,
-                     logits_out=None, relative_to=None, device_ids=None):
+                     logits_out=None, relative_to=None, device_ids=None, overwrite=True):
     """Classify `files` and write the DCASE Task 1 submission table (header + one row per good file) to
     the path `out` (atomically, only after every file was tried) or to sys.stdout when `out` is None.
     A bad file is skipped and passed to `on_error(message)` (default: printed to stderr). Returns
     (rows written, failed messages). `logits_out`: also write a teacher-logits file (tinyasc.distill;
     log of the averaged probabilities, which softmax maps back to them) keyed by file names relative to
     `relative_to` (the dataset root, so they match its CSVs). `device_ids` ({file: device id}) routes
-    files to device-specific models (DCASE 2025). Torch runs one thread per op meanwhile: the `workers` threads
+    files to device-specific models (DCASE 2025); overwrite=False refuses an `out` that exists by then. Torch runs one thread per op meanwhile: the `workers` threads
     (default one per core) take chunks of files side by side, which keeps every core busy."""
     from tinyasc.checkpoint import atomic_write
 
@@ -419,5 +419,5 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
     if out is None:
         sys.stdout.write(text)
     else:
-        atomic_write(out, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(out, lambda tmp: Path(tmp).write_text(text), overwrite=overwrite)
     return len(lines) - 1, failed

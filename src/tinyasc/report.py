@@ -63,14 +63,36 @@ def config_digest(config):
     return hashlib.sha256(blob).hexdigest()[:6]
 
 
-def aggregate(run_dirs, which="best"):
-    """{experiment name: {"mean", "std" (per column, %), "seeds", "log_loss", "size_kb"}} over runs."""
-    groups = defaultdict(list)
+def data_identity(run_dir):
+    """(dataset fingerprint, training subset, device) a run trained on, from its data.json ((None, None, None)
+    for runs that have none): with the recipe, what makes runs seeds of one experiment."""
+    path = RunDir(run_dir) / "data.json"
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise TinyascError(f"{path}: unreadable ({e})") from None
+    return data.get("sha256"), data.get("train_split"), data.get("device")
+
+
+def aggregate(run_dirs, which="best", repeated=None):
+    """{experiment name: {"mean", "std" (per column, %), "seeds", "log_loss", "size_kb"}} over runs. Runs
+    are seeds of one row when their recipe, dataset fingerprint, training subset and device are equal;
+    a seed repeated within a row counts once (the first run; the others are appended to `repeated`)."""
+    groups, seeds = defaultdict(list), defaultdict(set)
     for run_dir in run_dirs:
         config, results = load_run(run_dir)
         m, size = run_metrics(results, which)
         chosen_on = results.get("selected_on", {}).get("split", "evaluate")  # runs before validation splits
-        groups[(config["name"], config_digest(config))].append((columns_of(m), m["log_loss"], config, size, chosen_on))
+        fingerprint, subset, device = data_identity(run_dir)
+        digest = config_digest({**config, "data": [fingerprint, subset, device]}) if fingerprint else config_digest(config)
+        label = config["name"] + (f" on {subset}" if subset else "") + (f" (device {device})" if device else "")
+        seed = config.get("train", {}).get("seed")
+        if seed is not None and seed in seeds[(label, digest)]:
+            if repeated is not None:
+                repeated.append(f"{run_dir} repeats seed {seed} of {label}")
+            continue
+        seeds[(label, digest)].add(seed)
+        groups[(label, digest)].append((columns_of(m), m["log_loss"], config, size, chosen_on))
     names = [name for name, _ in groups]
     groups = {(name if names.count(name) == 1 else f"{name} [{digest}]"): rows for (name, digest), rows in groups.items()}
     table = {}
@@ -110,12 +132,15 @@ def report(run_dirs):
     """Markdown with both Table 3 variants, and the data behind them. A run given twice (or inside two
     given folders) counts once."""
     run_dirs = list(dict.fromkeys(Path(r).resolve() for r in run_dirs))
-    data = {which: aggregate(run_dirs, which) for which in ("last", "best")}
+    repeated = []
+    data = {which: aggregate(run_dirs, which, repeated if which == "last" else None) for which in ("last", "best")}
     text = (format_aggregate(data["last"], "Last epoch — accuracy (%) on the evaluate split, mean over seeds")
             + "\n\n" + format_aggregate(data["best"], "Best epoch — accuracy (%) on the evaluate split at the epoch "
                                         "chosen on the split named per row: validation (held-out training "
                                         "locations) or evaluate (the paper's 'early stopping'; optimistic)",
                                         chosen_on=True))
+    if repeated:
+        text += "\n\nCounted once (a seed repeated within a row): " + "; ".join(repeated)
     return text, data
 
 

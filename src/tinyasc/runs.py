@@ -11,15 +11,15 @@ import torch
 import torch.distributed as dist
 
 from tinyasc.checkpoint import device_models, load_checkpoint
-from tinyasc.data.cache import FeatureCache
-from tinyasc.data.tau import read_split, read_train_subset
+from tinyasc.data.cache import FeatureCache, typical_length
+from tinyasc.data.tau import check_disjoint, read_split, read_train_subset
 from tinyasc.dcase import SCENES
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import batch_logits, ensemble, metrics, softmax
-from tinyasc.experiment import recipe_of
+from tinyasc.experiment import check_input_fits, recipe_of
 from tinyasc.lock import run_lock
 from tinyasc.models import build_model
-from tinyasc.paths import check_output, write_json
+from tinyasc.paths import check_output, content_sha256, write_json
 from tinyasc.rundir import RunDir
 from tinyasc.train import Distributed, Split, dist_env, fit, resolve_device
 
@@ -106,10 +106,19 @@ def dataset_fingerprint(root, train_split=None):
     return {"root": str(Path(root).resolve()), **counts, "sha256": h.hexdigest()}
 
 
+def input_digests(train_cfg, **paths):
+    """{name: content SHA-256} of a run's input files besides the dataset (train.teacher_logits,
+    train.dir_folder, and `paths`, e.g. a compress teacher): --resume refuses a run whose inputs changed."""
+    named = {"train.teacher_logits": train_cfg.teacher_logits, "train.dir_folder": train_cfg.dir_folder, **paths}
+    return {name: content_sha256(path) for name, path in named.items() if path and Path(path).exists()}
+
+
 def check_dataset(data_root, train_split=None):
-    """Validate the train and evaluate splits (CSVs, labels, audio present) with one-line errors."""
-    for split in ("train", "evaluate"):
-        split_clips(data_root, split, train_split)
+    """Validate the train and evaluate splits (CSVs, labels, audio present, no clip or recording location
+    in both) with one-line errors. Returns the (train, evaluate) clips."""
+    train, evaluate = (split_clips(data_root, split, train_split) for split in ("train", "evaluate"))
+    check_disjoint(read_split(data_root, "train", check_audio=False) if train_split else train, evaluate, data_root)
+    return train, evaluate
 
 
 def prepare_run_dir(run_dir, exp, resume, force, data=None):
@@ -130,6 +139,10 @@ def prepare_run_dir(run_dir, exp, resume, force, data=None):
         saved_data = run / DATA_FILE
         if data and saved_data.is_file():
             before = json.loads(saved_data.read_text())
+            for name, digest in (before.get("inputs") or {}).items():  # runs from before issue 25 have none
+                if (data.get("inputs") or {}).get(name) != digest:
+                    raise TinyascError(f"{run.path}: --resume with a changed {name} (its content differs from when "
+                                       "the run started); start a new run, or restore the file")
             if before.get("sha256") != data["sha256"]:
                 raise TinyascError(f"{run.path}: --resume on other data than the run was started with "
                                    f"({before.get('root')}, {before.get('train_clips')} train clips; now {data['root']}, "
@@ -167,11 +180,16 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     """Prepare the run dir and feature caches, build the model from the seed, and fit. Returns results.
     Rank 0 holds the run folder's lock for the whole run: a second writer is refused with one line."""
     env = dist_env()
-    check_dataset(data_root, train_split)  # before the run dir exists: a typo in --data must not leave a run behind
+    # before the run dir exists: a typo in --data or a config the data cannot feed must not leave a run behind
+    train_clips, _ = check_dataset(data_root, train_split)
+    check_input_fits(exp, typical_length(data_root, train_clips, exp.features.sample_rate), SCENES,
+                     where=f"--data {data_root}")
     lock = run_lock(run_dir, what="train") if env.main else contextlib.nullcontext()
     with lock, discard_if_unstarted(run_dir, resume or not env.main):
         if env.main:
-            prepare_run_dir(run_dir, exp, resume, force, dataset_fingerprint(data_root, train_split))
+            prepare_run_dir(run_dir, exp, resume, force,
+                            {**dataset_fingerprint(data_root, train_split), "train_split": train_split,
+                             "inputs": input_digests(exp.train)})
             from tinyasc.system import describe
 
             write_json(RunDir(run_dir) / "system.json", describe())  # allocator, threads, torch, CPU: speed context
@@ -206,7 +224,11 @@ def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True, trai
         run_dir = Path(out_dir) / f"seed{seed}"
         seeded = dataclasses.replace(exp, train=dataclasses.replace(exp.train, seed=seed))
         if RunDir(run_dir).results.is_file():
-            print(f"{run_dir}: finished, skipped")
+            why = finished_run_differs(run_dir, seeded, data_root, train_split)
+            if why:
+                raise TinyascError(f"{run_dir}: holds a finished run of {why}; it is not this sweep's seed {seed} "
+                                   "(use another --out, or remove that run)")
+            print(f"{run_dir}: finished with the same recipe and data, skipped")
         else:
             resume = RunDir(run_dir).last.is_file()
             print(f"{run_dir}: {'resuming' if resume else 'training'} {exp.name} seed {seed}")
@@ -214,6 +236,36 @@ def sweep(exp, data_root, out_dir, seeds, *, cache_dir=None, progress=True, trai
                          train_split=train_split)
         runs.append(run_dir)
     return runs
+
+
+def _differences(a, b, prefix=""):
+    """'train.epochs 1 ≠ 4'-style list of the leaves where two nested dicts differ."""
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{key}.")
+        elif x != y:
+            out.append(f"{prefix}{key} {x!r} ≠ {y!r}")
+    return out
+
+
+def finished_run_differs(run_dir, exp, data_root, train_split=None):
+    """Why the finished run in `run_dir` is not `exp` on this data ("another recipe (train.epochs 1 ≠ 4)",
+    "other data"), or None when its recipe and dataset fingerprint are equal."""
+    run = RunDir(run_dir)
+    try:
+        saved = recipe_of(json.loads(run.config.read_text()))
+    except (OSError, ValueError) as e:
+        return f"an unreadable config ({e})"
+    differ = _differences(saved, recipe_of(exp.resolved()))
+    if differ:
+        return f"another recipe ({', '.join(differ[:3])}{', …' if len(differ) > 3 else ''})"
+    if (run / DATA_FILE).is_file():
+        before = json.loads((run / DATA_FILE).read_text())
+        if before.get("sha256") != dataset_fingerprint(data_root, train_split)["sha256"]:
+            return f"other data ({before.get('root')}, {before.get('train_clips')} train clips)"
+    return None
 
 
 def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None, progress=True, data=None):

@@ -2,6 +2,7 @@
 and SpecAugment, in one explicit loop over batches of cached log-mel features. DDP-aware (torchrun),
 deterministic on CPU for a seed, and resumable to the same final weights."""
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -17,98 +18,74 @@ from tqdm import tqdm
 from tinyasc.augment import (SPEC_FILLS, bin_means, freq_mixstyle, mixup_loss, mixup_with_partner, seconds_to_frames,
                              spec_augment, time_roll)
 from tinyasc.checkpoint import read_checkpoint, save_checkpoint
+from tinyasc.config import SEED_MAX, check_fields, rule
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import EVAL_BATCH, batch_logits, metrics, softmax
 from tinyasc.models.norm import GlobalFreqNorm
-from tinyasc.paths import write_json
+from tinyasc.paths import atomic_write_text, write_json
 from tinyasc.rundir import RunDir
-
-
-def _check(checks, what):
-    for ok, message in checks:
-        if not ok:
-            raise TinyascError(f"bad {what}: {message}")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The recipe: everything that identifies an experiment's training (a run's seed included)."""
+    """The recipe: everything that identifies an experiment's training (a run's seed included). Each field's
+    rule (type, range, choices) sits beside it; tinyasc.config.check_fields walks them."""
     # optimiser and schedule (§3.1): SGD, momentum 0.9, weight decay 1e-3, batch 64, lr 0 → 0.06 over
     # 5 warm-up epochs, then cosine annealing to 0; 100 epochs
-    epochs: int = 100
-    batch_size: int = 64  # global batch; each of N DDP ranks takes batch_size / N
-    lr: float = 0.06
-    warmup_epochs: float = 5.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-3
+    epochs: int = rule(100, ">= 1")
+    batch_size: int = rule(64, ">= 2")  # global batch; each of N DDP ranks takes batch_size / N
+    lr: float = rule(0.06, "> 0")
+    warmup_epochs: float = rule(5.0, ">= 0")
+    momentum: float = rule(0.9, "[0, 1)")
+    weight_decay: float = rule(1e-3, ">= 0")
     # augmentation (§3.1): mixup α=0.3, time roll ±1.5 s with wrap-around, SpecAugment (2 frequency
     # masks ≤ 40 bins, 2 time masks ≤ 80 frames) only for the large model (the c = 80 configs say "on");
     # 0 disables mixup / roll
-    mixup_alpha: float = 0.3
-    roll_seconds: float = 1.5
-    spec_augment: str = "off"  # "on" | "off"
+    mixup_alpha: float = rule(0.3, ">= 0")
+    roll_seconds: float = rule(1.5, ">= 0")
+    spec_augment: str = rule("off", choices=("on", "off"))
     # widths that follow the clip length (DCASE 2022+ uses 1 s clips): each time mask spans up to this
     # fraction of the clip's frames (80 of 334 for a 10 s clip, as §3.1; 8 of 34 for 1 s); frequency
     # masks up to spec_freq_width bins; the roll never exceeds the clip's own length
-    spec_time_width: float = 0.24
-    spec_freq_width: int = 40
-    spec_time_masks: int = 2
-    spec_freq_masks: int = 2
+    spec_time_width: float = rule(0.24, "(0, 1]")
+    spec_freq_width: int = rule(40, ">= 0")
+    spec_time_masks: int = rule(2, ">= 0")
+    spec_freq_masks: int = rule(2, ">= 0")
     # what masked bins take (augment.spec_augment): "bin_mean", the clip's own per-bin mean, so ResNorm's
     # frequency-wise instance norm sees no trace of the clip's spectrum at masked frames (chosen on the
     # validation split, benchmarks/results/fill_study_c10.json); "bin_noise", "dataset_mean", and
     # "clip_mean" (the original fill, kept so that runs made with it reproduce)
-    spec_fill: str = "bin_mean"
+    spec_fill: str = rule("bin_mean", choices=SPEC_FILLS)
     # device generalisation beyond ResNorm (DCASE 2022+ systems; all off by default, as the paper):
     # Freq-MixStyle mixes per-frequency mean/std between examples with probability p per batch
     # (the published baselines: p = 0.4, α = 0.3); device responses add a random response's mel-band
     # log-gain (tinyasc.device_response, a folder of impulse-response WAVs) to each clip with probability p
-    freq_mixstyle_p: float = 0.0
-    freq_mixstyle_alpha: float = 0.3
-    dir_folder: str = ""
-    dir_p: float = 0.6
+    freq_mixstyle_p: float = rule(0.0, "[0, 1]")
+    freq_mixstyle_alpha: float = rule(0.3, "> 0")
+    dir_folder: str = rule("", path=True)
+    dir_p: float = rule(0.6, "[0, 1]")
     # distillation from precomputed teacher logits (a tinyasc.distill .npz keyed by file name):
     # loss = (1 − w)·mixup CE + w·T²·KL(mixed teacher ‖ student), teacher probabilities mixed with the same λ
-    teacher_logits: str = ""
-    kd_weight: float = 0.5
-    kd_temperature: float = 2.0
+    teacher_logits: str = rule("", path=True)
+    kd_weight: float = rule(0.5, "[0, 1]")
+    kd_temperature: float = rule(2.0, "> 0")
     # model selection: best.pt is the epoch with the highest `select_on` — "accuracy" (micro, the
     # paper's) or "macro_accuracy" (class-wise mean, DCASE's ranking metric since 2022) — on `select_split`:
     # "validation", a location-disjoint part of the training split (whole recording locations, every
     # device of their segments, about `validation` of each scene's clips, drawn from `validation_seed`),
     # or "evaluate", the paper's protocol (optimistic: the reported split also picks the epoch).
     # validation = 0 trains on the whole training split and needs select_split = "evaluate".
-    select_on: str = "accuracy"
-    select_split: str = "validation"
-    validation: float = 0.1
-    validation_seed: int = 0
-    seed: int = 0
+    select_on: str = rule("accuracy", choices=("accuracy", "macro_accuracy"))
+    select_split: str = rule("validation", choices=("validation", "evaluate"))
+    validation: float = rule(0.1, "[0, 1)")
+    validation_seed: int = rule(0, f"[0, {SEED_MAX}]")
+    seed: int = rule(0, f"[0, {SEED_MAX}]")
 
     def __post_init__(self):
-        _check([
-            (self.epochs >= 1, "epochs must be >= 1"), (self.batch_size >= 2, "batch_size must be >= 2"),
-            (math.isfinite(self.lr) and self.lr > 0, "lr must be a positive finite number"),
-            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
-            (0 <= self.momentum < 1, "momentum must be in [0, 1)"), (self.weight_decay >= 0, "weight_decay must be >= 0"),
-            (self.mixup_alpha >= 0, "mixup_alpha must be >= 0"), (self.roll_seconds >= 0, "roll_seconds must be >= 0"),
-            (self.spec_augment in ("on", "off"), "spec_augment must be 'on' or 'off'"),
-            (self.seed >= 0, "seed must be >= 0"),
-            (self.select_on in ("accuracy", "macro_accuracy"), "select_on must be 'accuracy' or 'macro_accuracy'"),
-            (self.select_split in ("validation", "evaluate"), "select_split must be 'validation' or 'evaluate'"),
-            (0 <= self.validation < 1, "validation must be a fraction of the training clips in [0, 1)"),
+        check_fields(self, "train", lambda: [
             (self.validation > 0 or self.select_split == "evaluate",
              "select_split = 'validation' needs validation > 0 (or select_split = 'evaluate', the paper's protocol)"),
-            (self.validation_seed >= 0, "validation_seed must be >= 0"),
-            (self.spec_fill in SPEC_FILLS, f"spec_fill must be one of {', '.join(SPEC_FILLS)}"),
-            (self.spec_time_masks >= 0 and self.spec_freq_masks >= 0, "spec_time_masks and spec_freq_masks must be >= 0"),
-            (0 < self.spec_time_width <= 1, "spec_time_width must be a fraction of the clip in (0, 1]"),
-            (self.spec_freq_width >= 0, "spec_freq_width must be >= 0"),
-            (0 <= self.freq_mixstyle_p <= 1, "freq_mixstyle_p must be in [0, 1]"),
-            (self.freq_mixstyle_alpha > 0, "freq_mixstyle_alpha must be > 0"),
-            (0 <= self.dir_p <= 1, "dir_p must be in [0, 1]"),
-            (0 <= self.kd_weight <= 1, "kd_weight must be in [0, 1]"),
-            (self.kd_temperature > 0, "kd_temperature must be > 0"),
-        ], "train config")
+        ])
 
 
 @dataclass(frozen=True)
@@ -116,20 +93,16 @@ class RuntimeConfig:
     """How a run executes, not what it computes: may differ between a run and its --resume, and is not
     part of an experiment's identity in reports. (Set with `--set runtime.FIELD=…`; `train.FIELD`
     still works for these, as in configs written before the split.)"""
-    device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda"
-    amp: str = "off"  # mixed precision: "off", "bf16" (CUDA, or CPU autocast), "fp16" (CUDA only)
+    device: str = rule("auto", choices=("auto", "cpu", "cuda"))  # "auto": CUDA if available
+    amp: str = rule("off", choices=("off", "bf16", "fp16"))  # mixed precision; bf16 also CPU autocast, fp16 CUDA only
     channels_last: bool = False  # NHWC: neutral at c = 10, slower at c = 80 once the allocator is fixed (issue 15)
-    cache_dtype: str = "float32"  # feature cache storage ("float16" halves disk/memory for real TAU)
-    extract_workers: int = 2  # processes for feature extraction
-    threads: int = 0  # torch intra-op threads, set by the caller (the CLI); 0 keeps torch's default
+    # feature cache storage ("float16" halves disk/memory for real TAU)
+    cache_dtype: str = rule("float32", choices=("float32", "float16"))
+    extract_workers: int = rule(2, ">= 0")  # processes for feature extraction
+    threads: int = rule(0, ">= 0")  # torch intra-op threads, set by the caller (the CLI); 0 keeps torch's default
 
     def __post_init__(self):
-        _check([
-            (self.device in ("auto", "cpu", "cuda"), "device must be 'auto', 'cpu' or 'cuda'"),
-            (self.amp in ("off", "bf16", "fp16"), "amp must be 'off', 'bf16' or 'fp16'"),
-            (self.cache_dtype in ("float32", "float16"), "cache_dtype must be 'float32' or 'float16'"),
-            (self.extract_workers >= 0, "extract_workers must be >= 0"), (self.threads >= 0, "threads must be >= 0"),
-        ], "runtime config")
+        check_fields(self, "runtime")
 
 
 RUNTIME_FIELDS = tuple(RuntimeConfig.__dataclass_fields__)
@@ -348,6 +321,8 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
         opt.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng_state"])
         start_epoch, best, history, result = state["epoch"], state["best"], state["history"], state.get("metrics")
+        if ctx.main:  # one line per epoch of last.pt, whatever an interrupted write left behind
+            atomic_write_text(run.metrics, "".join(json.dumps(record) + "\n" for record in history))
     else:
         torch.manual_seed(cfg.seed + 1)  # the dropout stream, apart from the caller's initialisation stream
         fit_global_freq_norm(model, batches, len(train), device)
@@ -390,8 +365,8 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                     targets = kd_targets(teacher[torch.as_tensor(index)].to(device), cfg.kd_temperature, lam, perm)
                     loss = (1 - cfg.kd_weight) * loss + cfg.kd_weight * kd_loss(logits.float(), targets, cfg.kd_temperature)
             if not torch.isfinite(loss):  # stop before a NaN reaches the weights; last.pt stays the last good epoch
-                raise TinyascError(f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {loss.item()}; "
-                                   f"{run.last} holds the last good epoch")
+                raise TinyascError(f"training diverged at epoch {epoch + 1}, step {step + 1}: loss is {loss.item()}"
+                                   f"{_kept(run, epoch)}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -431,15 +406,28 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                     "split": cfg.select_split, "value": chosen[cfg.select_on]}
 
         # ---- checkpoint ----------------------------------------------------------------------------
+        bad = non_finite_tensors(model)  # a step can overflow the weights while its loss was still finite
+        if bad:
+            raise TinyascError(f"training diverged in epoch {epoch + 1}: non-finite weights ({', '.join(bad[:3])})"
+                               f"{_kept(run, epoch)}")
         if ctx.main:
             common = dict(experiment=exp.resolved(), epoch=epoch + 1, history=history, best=best,
                           metrics=result, validation_metrics=val, **(extra_checkpoint or {}))
-            save_checkpoint(run.last, model, arch, exp.features, list(train.classes), optimizer=opt.state_dict(),
-                            rng_state=torch.get_rng_state(), **common)
-            if improved:
-                save_checkpoint(run.best, model, arch, exp.features, list(train.classes), **common)
-            with open(run.metrics, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            # best.pt before last.pt: a write that fails between them repeats this epoch on --resume, which
+            # rewrites the same best.pt; metrics.jsonl follows last.pt and is rebuilt from it on --resume
+            try:
+                if improved:
+                    save_checkpoint(run.best, model, arch, exp.features, list(train.classes), **common)
+                save_checkpoint(run.last, model, arch, exp.features, list(train.classes), optimizer=opt.state_dict(),
+                                rng_state=torch.get_rng_state(), **common)
+                with open(run.metrics, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            except (OSError, TinyascError) as e:  # paths.OutputError: disk full, read-only
+                full = getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+                reason = str(e) if isinstance(e, TinyascError) else \
+                    f"cannot write {run.metrics} ({'disk full' if full else e.strerror or e})"
+                raise TinyascError(f"{reason}; the run stays resumable: free space, then rerun with --resume"
+                                   ) from None
             if progress:
                 devs = " ".join(f"{d.upper()} {100 * a:.0f}" for d, a in record["eval_per_device"].items())
                 held = f"val {100 * val['accuracy']:.1f}% " if val else ""
@@ -470,6 +458,19 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
         write_json(run.results, results)
     ctx.barrier()
     return results
+
+
+def _kept(run, epoch):
+    """What a diverged run leaves: '; RUN/last.pt holds epoch N, the last finite one' (or that none was saved)."""
+    if epoch == 0 or not run.last.is_file():
+        return "; no epoch finished, so no checkpoint was saved (lower train.lr or train.weight_decay)"
+    return f"; {run.last} holds epoch {epoch}, the last finite one (lower train.lr or train.weight_decay)"
+
+
+def non_finite_tensors(model):
+    """Names of the model's parameters and buffers that hold a NaN or an infinity."""
+    return [name for name, t in model.state_dict().items()
+            if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
 
 
 @torch.no_grad()

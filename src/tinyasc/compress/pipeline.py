@@ -14,47 +14,39 @@ from tinyasc.compress.distill import KD_ALPHA, KD_TEMPERATURE, Teacher, distilla
 from tinyasc.compress.prune import DEFAULT_SCOPE, SCOPES, prune, recalibrate_batchnorm, sparsity, zero_pruned
 from tinyasc.compress.quantize import compressed_state_dict, finalize, prepare_qat
 from tinyasc.errors import TinyascError
-from tinyasc.config import config_from_dict
+from tinyasc.config import check_fields, config_from_dict, rule
 from tinyasc.experiment import compress_sections, load_experiment
 from tinyasc.lock import run_lock
 from tinyasc.models import MODELS, canonical_arch
 from tinyasc.paths import write_json
 from tinyasc.rundir import RunDir
-from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, load_splits,
-                          prepare_run_dir)
+from tinyasc.runs import (check_dataset, dataset_fingerprint, discard_if_unstarted, evaluate_checkpoints, input_digests,
+                          load_splits, prepare_run_dir)
 from tinyasc.train import fit, resolve_device
 
 
 @dataclass(frozen=True)
 class CompressConfig:
     # §3.3: prune the convolutions to 89% zeros, store their weights at 8 bits and the rest at 16 bits
-    prune: float = 0.89  # fraction of conv weights set to zero; 0 = no pruning
-    prune_scope: str = DEFAULT_SCOPE  # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
-    prune_exclude: tuple = ()  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
+    prune: float = rule(0.89, "[0, 1)")  # fraction of conv weights set to zero; 0 = no pruning
+    # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
+    prune_scope: str = rule(DEFAULT_SCOPE, choices=SCOPES)
+    prune_exclude: tuple = rule((), of=str)  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
     # re-estimate the BatchNorm statistics of the pruned, quantized student on (up to 2,048) training
     # clips before fine-tuning: without it a heavily pruned network starts near chance (README, Compression)
     recalibrate_bn: bool = True
-    bits: int = 8  # conv weight bits (symmetric, QAT); 0 = no quantization
+    bits: int = rule(8, "[0, 8]")  # conv weight bits (symmetric, QAT); 0 = no quantization
     per_channel: bool = False  # per-tensor by default: 1 scale per conv, where per-channel scales
     # (4,690 for BC-ResNet-ASC-8, many for 3-weight depthwise filters) would add ~18 KB at fp32
     fp16: bool = True  # store all other parameters (norm affines, biases) as fp16
     # knowledge distillation (§2.3): Table 4's 'Compressed' rows without / with KD
     distill: bool = False
-    kd_alpha: float = KD_ALPHA
-    kd_temperature: float = KD_TEMPERATURE
-    kd_teachers: tuple = ()  # checkpoints whose ensemble teaches; () = the checkpoint being compressed
+    kd_alpha: float = rule(KD_ALPHA, "[0, 1]")
+    kd_temperature: float = rule(KD_TEMPERATURE, "> 0")
+    kd_teachers: tuple = rule((), path=True, of=str)  # checkpoints whose ensemble teaches; () = the one compressed
 
     def __post_init__(self):
-        checks = [
-            (0 <= self.prune < 1, "prune must be in [0, 1)"),
-            (self.prune_scope in SCOPES, f"prune_scope must be one of {SCOPES}"),
-            (self.bits == 0 or 2 <= self.bits <= 8, "bits must be 0 (off) or 2…8"),
-            (0 <= self.kd_alpha <= 1, "kd_alpha must be in [0, 1]"),
-            (self.kd_temperature > 0, "kd_temperature must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise TinyascError(f"bad compress config: {message}")
+        check_fields(self, "compress", lambda: [(self.bits != 1, "bits must be 0 (off) or 2…8, not 1")])
 
 
 # Fine-tuning recipe, applied over the teacher's own training config (same augmentation, batch, SGD):
@@ -152,6 +144,14 @@ def run_compression(teacher_path, data_root, run_dir, exp, ccfg, *, resume=False
     teacher, feature_cfg, classes, payload = load_checkpoint(teacher_path)
     run = RunDir(run_dir)
     settings = json.loads(json.dumps({"teacher": str(teacher_path), **dataclasses.asdict(ccfg)}))
+    for path in ccfg.kd_teachers:  # a teacher must see what the student sees (the same features, classes)
+        _, teacher_features, teacher_classes, _ = load_checkpoint(path)
+        if teacher_features != feature_cfg or teacher_classes != classes:
+            differ = [f"{k} {getattr(teacher_features, k)} vs {getattr(feature_cfg, k)}"
+                      for k in feature_cfg.to_dict() if getattr(teacher_features, k) != getattr(feature_cfg, k)]
+            what = f"features ({', '.join(differ[:3])})" if differ else f"classes ({len(teacher_classes)})"
+            raise TinyascError(f"--kd-teacher {path}: trained on other {what} than the student ({teacher_path}); "
+                               "teach with a model of the same front end and classes")
     check_dataset(data_root, train_split)  # before the run dir exists
     with run_lock(run.path, what="compress"), discard_if_unstarted(run.path, resume):
         return _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root, run, exp, ccfg,
@@ -164,7 +164,9 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
         saved = json.loads(run.compress_settings.read_text()) if run.compress_settings.is_file() else None
         if saved != settings:
             raise TinyascError(f"{run.path}: --resume with different compression settings than the run was started with")
-    prepare_run_dir(run.path, exp, resume, force, dataset_fingerprint(data_root, train_split))
+    teachers = {"the teacher": settings["teacher"], **{f"--kd-teacher {p}": p for p in ccfg.kd_teachers}}
+    prepare_run_dir(run.path, exp, resume, force, {**dataset_fingerprint(data_root, train_split),
+                                                   "inputs": input_digests(exp.train, **teachers)})
     if not resume:
         write_json(run.compress_settings, settings)
     train, validation, evaluate = load_splits(data_root, exp, cache_dir, progress, train_split)

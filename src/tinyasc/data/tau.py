@@ -3,6 +3,7 @@
 10 scenes recorded with real devices A, B, C and simulated devices S1–S6; the fold-1 split has
 13,962 training and 2,970 evaluation clips of 10 s. The dataset root is always an argument.
 """
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,14 +135,25 @@ def read_split(root, split, check_audio=True):
 
 
 def subset_path(root, name):
-    """The file of a training subset: 'split25' (or 'split25.csv') under evaluation_setup/ or
-    split_setup/ (where the DCASE 2024 baseline keeps them), else `name` as a path."""
+    """The file of a training subset. A path with a folder part ('./split25.csv', '/x/mine.csv') is that
+    file, as given; a bare name ('split25' or 'split25.csv') is the dataset's, under evaluation_setup/ or
+    split_setup/ (where the DCASE 2024 baseline keeps them), else a file of that name in the current
+    folder. A bare name that is both is refused as ambiguous."""
     stem = name[:-4] if name.endswith(".csv") else name
+    local = Path(name)
+    if "/" in name or (os.sep in name) or (os.altsep and os.altsep in name):
+        if not local.is_file():
+            raise DatasetError(f"training subset {name!r}: no such file")
+        return local
     for folder in ("evaluation_setup", "split_setup"):
-        if (Path(root) / folder / f"{stem}.csv").is_file():
-            return Path(root) / folder / f"{stem}.csv"
-    if Path(name).is_file():
-        return Path(name)
+        candidate = Path(root) / folder / f"{stem}.csv"
+        if candidate.is_file():
+            if local.is_file() and not local.samefile(candidate):
+                raise DatasetError(f"training subset {name!r}: both {candidate} and ./{name} exist; write "
+                                   f"./{name} for the local file or {stem} for the dataset's")
+            return candidate
+    if local.is_file():
+        return local
     raise DatasetError(f"training subset {name!r}: no {stem}.csv in {Path(root) / 'evaluation_setup'} "
                        f"or {Path(root) / 'split_setup'}, and no such file")
 
@@ -169,6 +181,29 @@ def read_train_subset(root, name, check_audio=True):
     if check_audio:
         check_audio_present(root, clips, source=path.name)
     return clips
+
+
+def check_disjoint(train, evaluate, root):
+    """Refuse a train split that shares clips with the evaluate split, or recording locations (meta.csv's
+    identifiers; the recording segment where there are none): trained-on evaluation data looks like skill."""
+    def first(names):
+        return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+    evaluate_names = {c.filename for c in evaluate}
+    shared = [c.filename for c in train if c.filename in evaluate_names]
+    if shared:
+        raise DatasetError(f"{root}: {len(shared)} clips of the train split are also in the evaluate split "
+                           f"({SPLIT_FILES['evaluate']}), e.g. {first(shared)}; remove them from one of the two")
+    def recording(c):  # a location is named within its scene (TAU numbers locations per city)
+        return f"{SCENES[c.label]} at {c.identifier}" if c.identifier and c.label >= 0 else segment_of(c.filename)
+
+    evaluate_places = {recording(c) for c in evaluate}
+    shared = sorted({recording(c) for c in train if recording(c) in evaluate_places})
+    if shared:
+        what = "recording locations (meta.csv identifiers)" if any(c.identifier for c in train) else "recordings"
+        clips = sum(recording(c) in evaluate_places for c in train)
+        raise DatasetError(f"{root}: {len(shared)} {what} of the train split ({clips} clips) are also in the "
+                           f"evaluate split, e.g. {first(shared)}; the splits must not share recordings")
 
 
 def segment_of(filename):

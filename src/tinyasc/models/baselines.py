@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tinyasc.config import check_fields, rule
 from tinyasc.models.bc_resnet import BCResBlock
 
 # ---------------------------------------------------------------------------------------------------
@@ -45,43 +46,56 @@ def _nested_tuple(x):
 @dataclass(frozen=True)
 class CPResNetConfig:
     # width and task
-    base_channels: int = 64  # c in Table 2 (the CPJKU default is 128); stage widths c, 2c, 4c
-    num_classes: int = 10
-    n_mels: int = 256  # F of the (B, in_channels, F, T) input
-    in_channels: int = 1  # the CPJKU code defaults to 2 (stereo input); that adds 25·c stem weights
+    base_channels: int = rule(64, ">= 1")  # c in Table 2 (the CPJKU default is 128); stage widths c, 2c, 4c
+    num_classes: int = rule(10, ">= 2")
+    n_mels: int = rule(256, ">= 1")  # F of the (B, in_channels, F, T) input
+    in_channels: int = rule(1, ">= 1")  # the CPJKU code defaults to 2 (stereo input); that adds 25·c stem weights
     # receptive-field regularisation: rho picks the 3×3/1×1 kernels (cp_resnet_kernels) unless `kernels`
     # gives them per stage and block as (k1, k2) pairs, e.g. ((3, 1), (3, 3)), ((1, 1),), ...
-    rho: int = 5  # the CPJKU default (--rho 5), receptive field 73×73 here
-    stage_blocks: tuple = (4, 4, 4)  # depth 26 = 6·4 + 2; fewer = the CPJKU `depth_restriction`
+    rho: int = rule(5, ">= 0")  # the CPJKU default (--rho 5), receptive field 73×73 here
+    stage_blocks: tuple = rule((4, 4, 4), ">= 1", of=int)  # depth 26 = 6·4 + 2; fewer = the CPJKU `depth_restriction`
     kernels: tuple = ()
     # 2×2 max-pools per stage, after these 1-based block indices (0 = before the first block)
     pool_after: tuple = ((1, 2, 4), (), ())
     # "kaiming": He normal (fan_in) for convs; "fixup": CPJKU's default training init — additionally
     # the second conv of every block and the classifier start at zero (so logits start at 0)
-    init: str = "kaiming"
+    init: str = rule("kaiming", choices=("kaiming", "fixup"))
 
     def __post_init__(self):
         object.__setattr__(self, "stage_blocks", _nested_tuple(self.stage_blocks))
         object.__setattr__(self, "kernels", _nested_tuple(self.kernels))
         object.__setattr__(self, "pool_after", _nested_tuple(self.pool_after))
-        if self.base_channels < 1 or self.num_classes < 2 or self.in_channels < 1:
-            raise ValueError("need base_channels >= 1, num_classes >= 2 and in_channels >= 1")
-        if len(self.stage_blocks) != 3 or len(self.pool_after) != 3 or min(self.stage_blocks) < 1:
-            raise ValueError("CP-ResNet has 3 stages: stage_blocks and pool_after need 3 entries, blocks >= 1")
-        if self.init not in ("kaiming", "fixup"):
-            raise ValueError(f"init must be 'kaiming' or 'fixup', not {self.init!r}")
-        kernels = self.block_kernels()  # validates the rho rule's range
-        if [len(k) for k in kernels] != list(self.stage_blocks):
-            raise ValueError(f"kernels must give one (k1, k2) pair per block: {self.stage_blocks} blocks per stage")
-        if any(k < 1 or k % 2 == 0 for stage in kernels for pair in stage for k in pair):
-            raise ValueError("kernel sizes must be odd (same padding)")
-        for blocks, pools in zip(self.stage_blocks, self.pool_after):
-            if any(not 0 <= p <= blocks for p in pools):
-                raise ValueError(f"pool_after positions must be block indices 0..{blocks}, got {pools}")
-        min_size = self.min_input_size()
-        if self.n_mels < min_size:
-            raise ValueError(f"n_mels={self.n_mels} is too small: {sum(map(len, self.pool_after))} max-pools "
-                             f"after the stride-2 stem need at least {min_size} bins")
+        check_fields(self, "model", self._cross_checks)
+
+    def _cross_checks(self):
+        if len(self.stage_blocks) != 3 or len(self.pool_after) != 3 or not all(isinstance(p, tuple) for p in self.pool_after):
+            return [(False, "stage_blocks and pool_after need 3 entries: CP-ResNet has 3 stages "
+                            "(pool_after: a list of block indices per stage)")]
+        if not self.kernels and max(self.stage_blocks) > BLOCK_SLOTS:
+            return [(False, f"stage_blocks: the rho rule covers at most {BLOCK_SLOTS} blocks per stage; "
+                            "give model.kernels explicitly")]
+        kernels = self.block_kernels()
+
+        def odd_pair(p):
+            return isinstance(p, tuple) and len(p) == 2 and all(isinstance(k, int) and k >= 1 and k % 2 for k in p)
+        pairs_ok = all(isinstance(stage, tuple) and all(map(odd_pair, stage)) for stage in kernels)
+        checks = [
+            (pairs_ok and [len(k) for k in kernels] == list(self.stage_blocks),
+             f"kernels must give one (k1, k2) pair per block, of odd sizes (same padding): {self.stage_blocks} "
+             f"blocks per stage, not {self.kernels}"),
+            (all(isinstance(p, int) and 0 <= p <= blocks for blocks, pools in zip(self.stage_blocks, self.pool_after)
+                 for p in pools),
+             f"pool_after positions must be block indices 0..blocks of their stage, not {self.pool_after}"),
+        ]
+        if not all(ok for ok, _ in checks):
+            return checks
+        return [(self.n_mels >= self.min_input_size(),
+                 f"n_mels={self.n_mels} is too small: {sum(map(len, self.pool_after))} max-pools after the "
+                 f"stride-2 stem need at least {self.min_input_size()} bins")]
+
+    def min_frames(self):
+        """Fewest input frames T that leave one after the stem and the max-pools."""
+        return self.min_input_size()
 
     def widths(self):
         c = self.base_channels
@@ -198,36 +212,42 @@ class CPResNet(nn.Module):
 @dataclass(frozen=True)
 class BCResNetConfig:
     # width and task: BC-ResNet-τ has 8τ base channels (BC-ResNet-8: 64)
-    tau: float = 8
-    num_classes: int = 10
-    n_mels: int = 256  # the KWS original uses 40; F of the (B, 1, F, T) input
+    tau: float = rule(8, "> 0")
+    num_classes: int = rule(10, ">= 2")
+    n_mels: int = rule(256, ">= 1")  # the KWS original uses 40; F of the (B, 1, F, T) input
     # Kim et al. 2021, Table 1: widths as multiples of 8τ — stem 2, stages 1, 1.5, 2, 2.5, head 4
-    stem_width: float = 2.0
-    stage_widths: tuple = (1.0, 1.5, 2.0, 2.5)
-    stage_blocks: tuple = (2, 2, 4, 4)
-    head_width: float = 4.0
-    freq_stride_stages: tuple = (1, 2)  # 0-based stages whose first block has frequency stride 2
-    time_dilation: tuple = (1, 2, 4, 8)  # per stage, in the temporal depthwise convs (2**stage)
-    head_kernel: int = 5  # depthwise head conv, no frequency padding: needs ≥ 5 bins at the end
-    dropout: float = 0.1
-    sub_bands: int = 4  # SubSpectralNorm groups (the KWS original: 5 for 40 mel bins; Table 2: 4)
+    stem_width: float = rule(2.0, "> 0")
+    stage_widths: tuple = rule((1.0, 1.5, 2.0, 2.5), "> 0", of=float)
+    stage_blocks: tuple = rule((2, 2, 4, 4), ">= 1", of=int)
+    head_width: float = rule(4.0, "> 0")
+    freq_stride_stages: tuple = rule((1, 2), ">= 0", of=int)  # 0-based stages whose first block has frequency stride 2
+    time_dilation: tuple = rule((1, 2, 4, 8), ">= 1", of=int)  # per stage, in the temporal depthwise convs (2**stage)
+    head_kernel: int = rule(5, ">= 1")  # depthwise head conv, no frequency padding: needs ≥ 5 bins at the end
+    dropout: float = rule(0.1, "[0, 1)")
+    sub_bands: int = rule(4, ">= 1")  # SubSpectralNorm groups (the KWS original: 5 for 40 mel bins; Table 2: 4)
 
     def __post_init__(self):
-        if self.tau <= 0 or self.num_classes < 2:
-            raise ValueError("need tau > 0 and num_classes >= 2")
-        if not (len(self.stage_widths) == len(self.stage_blocks) == len(self.time_dilation)):
-            raise ValueError("stage_widths, stage_blocks and time_dilation must have one entry per stage")
-        if self.head_kernel < 1 or self.head_kernel % 2 == 0:
-            raise ValueError("head_kernel must be odd")
+        check_fields(self, "model", self._cross_checks)
+
+    def _cross_checks(self):
+        stages = len(self.stage_blocks)
+        if not (len(self.stage_widths) == stages == len(self.time_dilation)) or stages == 0:
+            return [(False, "stage_widths, stage_blocks and time_dilation must have one entry per stage")]
         bins = self.stage_bins()
-        if any(b % self.sub_bands for b in bins):
-            raise ValueError(f"n_mels={self.n_mels} gives {bins} bins per stage; each must split into "
-                             f"sub_bands={self.sub_bands}")
-        if bins[-1] < self.head_kernel:
-            raise ValueError(f"n_mels={self.n_mels} leaves {bins[-1]} bins for the {self.head_kernel}×"
-                             f"{self.head_kernel} head conv, which has no frequency padding")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
+        stem, widths, head = self.widths()
+        return [
+            (self.head_kernel % 2 == 1, f"head_kernel must be odd, not {self.head_kernel}"),
+            (min(stem, head, *widths) >= 1, f"8·tau × the width multipliers must give at least 1 channel, "
+                                            f"not stem {stem}, stages {widths}, head {head}"),
+            (not any(b % self.sub_bands for b in bins),
+             f"n_mels={self.n_mels} gives {bins} bins per stage; each must split into sub_bands={self.sub_bands}"),
+            (bins[-1] >= self.head_kernel, f"n_mels={self.n_mels} leaves {bins[-1]} bins for the {self.head_kernel}×"
+                                           f"{self.head_kernel} head conv, which has no frequency padding"),
+        ]
+
+    def min_frames(self):
+        """Fewest input frames T: the network keeps the time resolution."""
+        return 1
 
     def widths(self):
         """(stem, stage widths, head) channels, rounded down as in the reference: 8τ·multiplier."""

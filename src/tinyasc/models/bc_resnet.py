@@ -5,49 +5,56 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tinyasc.config import check_fields, rule
 from tinyasc.models.norm import GlobalFreqNorm, ResNorm, SubSpectralNorm
 
 
 @dataclass(frozen=True)
 class BCResNetASCConfig:
     # width and task
-    base_channels: int = 10  # c in Table 1: c=10 is BC-ResNet-ASC-1, c=80 is BC-ResNet-ASC-8
-    num_classes: int = 10
-    n_mels: int = 256  # F of the (B, 1, F, T) input
+    base_channels: int = rule(10, ">= 1")  # c in Table 1: c=10 is BC-ResNet-ASC-1, c=80 is BC-ResNet-ASC-8
+    num_classes: int = rule(10, ">= 2")
+    n_mels: int = rule(256, ">= 1")  # F of the (B, 1, F, T) input
     # Table 1: stage widths as multiples of c, blocks per stage, max-pool 2×2 after stages 1 and 2
-    stage_widths: tuple = (1.0, 1.5, 2.0, 2.5)
-    stage_blocks: tuple = (2, 2, 2, 3)
-    pool_after: tuple = (0, 1)  # 0-based stage indices
+    stage_widths: tuple = rule((1.0, 1.5, 2.0, 2.5), "> 0", of=float)
+    stage_blocks: tuple = rule((2, 2, 2, 3), ">= 1", of=int)
+    pool_after: tuple = rule((0, 1), ">= 0", of=int)  # 0-based stage indices
     # regularisation and norms (§3.1)
-    dropout: float = 0.1
-    sub_bands: int = 4  # SubSpectralNorm groups
+    dropout: float = rule(0.1, "[0, 1)")
+    sub_bands: int = rule(4, ">= 1")  # SubSpectralNorm groups
     # Residual Normalization (§2.2): "none", "input" (the 'w/o ResNorm in Network' ablation) or
     # "all" (input + after every stage = 5 modules). λ=0 is the 'w/o Shortcut' ablation.
-    resnorm: str = "all"
-    resnorm_lambda: float = 0.1
-    resnorm_learn: str = "fixed"  # "fixed", "scalar" or "freq" (learnable λ, beyond the paper)
+    resnorm: str = rule("all", choices=("none", "input", "all"))
+    resnorm_lambda: float = rule(0.1, ">= 0")
+    resnorm_learn: str = rule("fixed", choices=("fixed", "scalar", "freq"))  # learnable λ: beyond the paper
     # input normalisation other than ResNorm: "none" or "global_freq" (the 'Global FreqNorm' baseline)
-    input_norm: str = "none"
+    input_norm: str = rule("none", choices=("none", "global_freq"))
 
     def __post_init__(self):
-        if self.resnorm not in ("none", "input", "all"):
-            raise ValueError(f"resnorm must be 'none', 'input' or 'all', not {self.resnorm!r}")
-        if self.input_norm not in ("none", "global_freq"):
-            raise ValueError(f"input_norm must be 'none' or 'global_freq', not {self.input_norm!r}")
-        if self.input_norm != "none" and self.resnorm != "none":
-            raise ValueError("use either input_norm='global_freq' or ResNorm, not both")
-        if self.base_channels < 1 or self.num_classes < 2:
-            raise ValueError("need base_channels >= 1 and num_classes >= 2")
-        if len(self.stage_widths) != len(self.stage_blocks):
-            raise ValueError("stage_widths and stage_blocks must have the same length")
-        bins = self.n_mels // 2 // 2 ** len(self.pool_after)  # frequency bins after the stem and pools
+        check_fields(self, "model", self._cross_checks)
+
+    def _cross_checks(self):
+        stages = len(self.stage_blocks)
         step = 2 * 2 ** len(self.pool_after) * self.sub_bands
-        if self.n_mels % step:
-            raise ValueError(f"n_mels={self.n_mels} must leave bins divisible by sub_bands={self.sub_bands} "
-                             f"at every stage (the last stage sees {bins}): use a multiple of {step}, "
-                             f"e.g. {max(step, self.n_mels // step * step)} or {(self.n_mels // step + 1) * step}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError("dropout must be in [0, 1)")
+        bins = self.n_mels // 2 // 2 ** len(self.pool_after)  # frequency bins after the stem and pools
+        return [
+            (self.input_norm == "none" or self.resnorm == "none",
+             "input_norm = 'global_freq' needs resnorm = 'none' (use one input normalisation, not both)"),
+            (len(self.stage_widths) == stages and stages >= 1,
+             f"stage_widths ({len(self.stage_widths)} entries) and stage_blocks ({stages}) need one entry per stage"),
+            (all(p < stages for p in self.pool_after) and len(set(self.pool_after)) == len(self.pool_after),
+             f"pool_after must list distinct stage indices 0..{stages - 1}, not {self.pool_after}"),
+            (min(self.widths()[1], default=1) >= 1,
+             f"base_channels × stage_widths must give at least 1 channel per stage, not {self.widths()[1]}"),
+            (self.n_mels % step == 0,
+             f"n_mels={self.n_mels} must leave bins divisible by sub_bands={self.sub_bands} at every stage "
+             f"(the last stage sees {bins}): use a multiple of {step}, e.g. {max(step, self.n_mels // step * step)} "
+             f"or {(self.n_mels // step + 1) * step}"),
+        ]
+
+    def min_frames(self):
+        """Fewest input frames T that leave one after the stride-2 stem and the 2×2 max-pools."""
+        return 2 * 2 ** len(self.pool_after) - 1
 
     def widths(self):
         """(stem width, stage widths): 2c, then c·w for each stage, rounded down as in Table 1."""
