@@ -58,9 +58,12 @@ def cmd_info(args):
         raise TinyascError("info needs a model name or checkpoint (or --system)")
     label, model, feature_cfg, payload = _load_target(args.target)
     frames = feature_cfg.num_frames(int(args.seconds * feature_cfg.sample_rate))
-    from tinyasc.checkpoint import stored_bits
+    from tinyasc.checkpoint import deploy_storage, stored_bits
+    from tinyasc.rules import preset_storage
 
     bits = stored_bits(payload) if payload else None
+    # --rules counts parameters at --storage, else at the preset's / checkpoint's deployment storage
+    storage = args.storage or (deploy_storage(payload) if payload else preset_storage(label))
     info = complexity(model, (1, 1, feature_cfg.n_mels, frames), bits)
     info["model"] = label
     if hasattr(model, "resnorm_lambdas"):
@@ -70,7 +73,7 @@ def cmd_info(args):
 
         one_second = (1, 1, feature_cfg.n_mels, feature_cfg.num_frames(feature_cfg.sample_rate))
         info["rules"] = check_rules(model, args.rules, clip_seconds=args.seconds, input_shape=one_second,
-                                    scheme=args.storage, bits=bits)
+                                    scheme=storage, bits=bits)
     if args.json:
         print(json.dumps(info, indent=2))
         return 1 if args.check and args.rules and not info["rules"]["pass"] else 0
@@ -170,7 +173,8 @@ def _print_system(as_json):
 
 def _print_rules(results):
     if results.get("rules"):
-        print("DCASE complexity rules (as stored): " + ", ".join(
+        storage = next(iter(results["rules"].values())).get("storage", "as stored")
+        print(f"DCASE complexity rules (parameters at {storage}): " + ", ".join(
             f"{name} {'PASS' if r['pass'] else 'FAIL'}" for name, r in results["rules"].items()))
 
 
@@ -387,6 +391,25 @@ def cmd_finetune_devices(args):
     return 0
 
 
+def cmd_package(args):
+    from tinyasc.dcase2025 import write_package
+
+    test_csv = args.test_csv
+    if test_csv is None and args.data:  # the development test split: the baselines' split_setup/test.csv, else TAU's
+        candidates = [Path(args.data) / "split_setup" / "test.csv", Path(args.data) / "evaluation_setup" / "fold1_evaluate.csv"]
+        test_csv = next((c for c in candidates if c.is_file()), None)
+        if test_csv is None:
+            raise TinyascError(f"--data {args.data}: no split_setup/test.csv or evaluation_setup/fold1_evaluate.csv")
+    if test_csv is not None and not Path(test_csv).is_file():
+        raise TinyascError(f"--test-csv {test_csv}: no such file")
+    for path in write_package(args.checkpoint, args.out, args.label, test_csv, force=args.force):
+        print(f"wrote {path}")
+    package = args.label.rsplit("_", 1)[0]
+    print(f"check it as the organisers do: pip install -e {args.out}, then in the template's folder "
+          f"python test_complexity.py --submission_name {package} --submission_index {args.label.rsplit('_', 1)[1]}")
+    return 0
+
+
 def cmd_submission(args):
     import numpy as np
 
@@ -457,8 +480,8 @@ def build_parser():
                    help="check a DCASE Task 1 complexity rule set and print PASS/FAIL per limit")
     p.add_argument("--check", action="store_true", help="with --rules: exit 1 when a limit fails")
     p.add_argument("--storage", choices=["fp32", "fp16", "int8", "dcase"],
-                   help="with --rules: count parameters at this precision instead of as stored "
-                        "(dcase = 8-bit conv weights, fp16 rest)")
+                   help="with --rules: count parameters at this precision (default: the deployment storage of the "
+                        "preset or checkpoint, see `tinyasc models`; dcase = 8-bit conv weights, fp16 rest)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="list registered models")
@@ -608,6 +631,18 @@ def build_parser():
     p.add_argument("--out", default="submission", help="folder; files go to OUT/LABEL/")
     p.add_argument("--force", action="store_true", help="overwrite existing submission files")
     p.set_defaults(func=cmd_submission)
+
+    p = sub.add_parser("package", help="DCASE 2025: the installable inference package the organisers' template "
+                       "imports (PACKAGE/LABEL.py, resources/, ckpts/, setup.py)")
+    p.add_argument("checkpoint", help="the submission's checkpoint (devices.pt from finetune-devices, or one model)")
+    p.add_argument("--label", required=True, help="LASTNAME_INSTITUTE_task1_N: module LABEL.py in package "
+                   "LASTNAME_INSTITUTE_task1 (up to four modules share one package folder)")
+    p.add_argument("--out", required=True, help="package folder (setup.py goes here)")
+    p.add_argument("--test-csv", help="resources/test.csv: the development test split (filename<TAB>scene_label)")
+    p.add_argument("--data", help="take resources/test.csv from this dataset root (split_setup/test.csv, else "
+                   "evaluation_setup/fold1_evaluate.csv)")
+    p.add_argument("--force", action="store_true", help="overwrite this module and its checkpoint")
+    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("predict", help="DCASE Task 1 submission table (TSV) for audio files")
     p.add_argument("paths", nargs="+", metavar="PATH", help="MODEL... INPUT...: one or more models (.pt/.pth/.ckpt "

@@ -144,9 +144,9 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
         results = fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
                       extra_checkpoint=extra, **fit_kwargs)
         if env.main:  # the DCASE complexity rules, as trained (float): recorded beside the accuracy
-            from tinyasc.rules import check_all
+            from tinyasc.rules import check_all, preset_storage
 
-            results["rules"] = check_all(model.cpu(), exp.features, train.clip_seconds)
+            results["rules"] = check_all(model.cpu(), exp.features, train.clip_seconds, scheme=preset_storage(exp.model))
             write_json(RunDir(run_dir).results, results)
         return results
 
