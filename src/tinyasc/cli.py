@@ -410,6 +410,34 @@ def cmd_package(args):
     return 0
 
 
+def _read_metrics(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise TinyascError(f"--metrics {path}: not a readable metrics.json ({e})") from None
+
+
+def _submission_complexity(path):
+    """The meta.yaml complexity block of a checkpoint by the 2022+ rule: every parameter (zeros included) at
+    its deployment storage; 2025: the number of networks at inference (general + device models) and the
+    largest one's size (the limits apply per model)."""
+    from tinyasc.checkpoint import deploy_storage, device_models, stored_bits
+    from tinyasc.complexity import count_macs, count_params
+    from tinyasc.rules import param_bytes_all
+
+    _, model, feature_cfg, payload = _load_target(path)
+    if payload is None:
+        raise TinyascError(f"--model {path}: give the submission's checkpoint, not a preset name")
+    storage, bits = deploy_storage(payload), stored_bits(payload)
+    models = [model, *device_models(path, model).values()]
+    frames = feature_cfg.num_frames(feature_cfg.sample_rate)  # MACs per 1 s of audio, as the 2022+ rules
+    return {"total_model_size": int(max(param_bytes_all(m, storage, bits) for m in models)),
+            "total_parameters": count_params(model),
+            "macs": int(max(count_macs(m, (1, 1, feature_cfg.n_mels, frames)) for m in models)),
+            "num_models_at_inference": len(models),
+            "model_weight_sharing": False}  # each device model is a full fine-tuned copy
+
+
 def cmd_submission(args):
     import numpy as np
 
@@ -431,26 +459,20 @@ def cmd_submission(args):
         if subset and not subset.isdigit():
             raise TinyascError(f"--predictions {spec}: expected FILE or SUBSET=FILE with SUBSET one of 5 10 25 50 100")
         predictions[int(subset) if subset else None] = output_table([r[0] for r in rows[1:]], probs, rows[0][2:])
-    results = None
-    if args.metrics:
-        try:
-            results = json.loads(Path(args.metrics).read_text())
-        except (OSError, ValueError) as e:
-            raise TinyascError(f"--metrics {args.metrics}: not a readable metrics.json ({e})") from None
-    complexity = None
-    if args.model:
-        from tinyasc.complexity import count_macs, count_params, size_bytes
-
-        from tinyasc.checkpoint import stored_bits
-
-        _, model, feature_cfg, payload = _load_target(args.model)
-        frames = feature_cfg.num_frames(feature_cfg.sample_rate)  # MACs per 1 s clip, as the 2022+ rules
-        params = count_params(model)
-        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
-        complexity = {"total_model_size": int(size_bytes(model, bits=stored_bits(payload) if payload else None)),
-                      "total_parameters": params,
-                      "total_parameters_non_zero": nonzero,
-                      "macs": int(count_macs(model, (1, 1, feature_cfg.n_mels, frames)))}
+    results = {}
+    for spec in args.metrics or []:  # 2024: SUBSET=metrics.json per training subset; 2025: one metrics.json
+        subset, _, path = spec.rpartition("=")
+        m = _read_metrics(path)
+        if args.year == 2024:
+            if not subset.isdigit():
+                raise TinyascError(f"--metrics {spec}: 2024 takes SUBSET=metrics.json, one per training subset")
+            results[int(subset)] = m
+        else:
+            if "general" not in m:  # a single model: its results are both the device-specific and the general ones
+                print(f"tinyasc: {path} has no 'general' block (not from `evaluate devices.pt`): its results are "
+                      "written as both device_specific and general", file=sys.stderr)
+            results = {"device_specific": {k: v for k, v in m.items() if k != "general"}, "general": m.get("general", m)}
+    complexity = _submission_complexity(args.model) if args.model else None
     authors = []
     for i, spec in enumerate(args.author):
         parts = [p.strip() for p in spec.split(",")]
@@ -458,7 +480,8 @@ def cmd_submission(args):
             raise TinyascError(f"--author {spec!r}: expected 'LASTNAME,FIRSTNAME,EMAIL,AFFILIATION'")
         authors.append(dict(zip(("lastname", "firstname", "email", "affiliation"), parts), **({"corresponding": True} if i == 0 else {})))
     m = meta(args.label, name=args.name, abbreviation=args.abbreviation, authors=authors, results=results,
-             complexity=complexity)
+             complexity=complexity, year=args.year, source_code=args.source_code or "",
+             inference_code=args.inference_code or "")
     for path in write_package(args.out, args.label, predictions, m, force=args.force):
         print(f"wrote {path}")
     return 0
@@ -622,8 +645,15 @@ def build_parser():
     p.add_argument("--predictions", required=True, action="append", metavar="[SUBSET=]FILE",
                    help="a `tinyasc predict` table of the evaluation set; SUBSET=FILE (5, 10, 25, 50, 100) writes "
                    "LABEL.output.split_SUBSET.csv (2024); repeat per subset")
-    p.add_argument("--metrics", help="`tinyasc evaluate --out` metrics.json of the development test split")
-    p.add_argument("--model", help="the checkpoint, for the complexity block (parameters, size, MACs per 1 s)")
+    p.add_argument("--year", type=int, choices=[2024, 2025], default=2025, help="the challenge year whose meta.yaml "
+                   "and file names to write (default 2025)")
+    p.add_argument("--metrics", action="append", metavar="[SUBSET=]FILE",
+                   help="`tinyasc evaluate --out` metrics.json of the development test split: 2024 SUBSET=FILE for "
+                   "each of 5 10 25 50 100; 2025 one file from `evaluate devices.pt` (device-specific + general)")
+    p.add_argument("--model", help="the checkpoint (required), for the complexity block (parameters, size by "
+                   "the 2022+ rule at its deployment storage, MACs per 1 s; 2025: models at inference)")
+    p.add_argument("--source-code", help="link to the training code (system.source_code)")
+    p.add_argument("--inference-code", help="2025: link to the inference package (`tinyasc package`), required")
     p.add_argument("--name", required=True, help="system name")
     p.add_argument("--abbreviation", required=True, help="system abbreviation (≤ 10 characters)")
     p.add_argument("--author", required=True, action="append", metavar="LAST,FIRST,EMAIL,AFFILIATION",

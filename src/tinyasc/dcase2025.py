@@ -289,12 +289,12 @@ def write_package(checkpoint, out_dir, label, test_csv=None, *, force=False, sec
     check_label(label)
     package = label.rsplit("_", 1)[0]
     payload = read_checkpoint(checkpoint)
-    load_model(checkpoint)  # refuse a checkpoint the interface cannot run before writing anything
     reports = check_complexity(checkpoint)
     failing = [name for name, r in reports.items() if not r["pass"]]
     if failing:
         raise TinyascError(f"{checkpoint}: {', '.join(failing)} model(s) break the DCASE 2025 limits at storage "
                            f"{deploy_storage(payload) or 'as compressed'} (tinyasc info {checkpoint} --rules dcase2025)")
+    load_model(checkpoint)  # refuse a checkpoint the interface cannot run before writing anything
     root = Path(out_dir)
     pkg = root / package
     module, ckpt = pkg / f"{label}.py", pkg / "ckpts" / f"{label}.pt"
