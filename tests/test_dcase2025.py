@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from tinyasc import dcase2025
@@ -94,7 +93,7 @@ def write_and_import(checkpoint, root, label, test_csv):
 def test_the_template_runs_unchanged_on_a_package_with_no_environment_variable(checkpoints, small_benchmark, eval_set,
                                                                               tmp_path, monkeypatch):
     monkeypatch.delenv(dcase2025.MODEL_ENV, raising=False)
-    api = write_and_import(checkpoints["fp16"], tmp_path / "pkg", "Kim_QTI_task1_1",
+    write_and_import(checkpoints["fp16"], tmp_path / "pkg", "Kim_QTI_task1_1",
                            small_benchmark / "evaluation_setup" / "fold1_evaluate.csv")
     sys.path.insert(0, str(tmp_path / "pkg"))
     try:
