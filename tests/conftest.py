@@ -20,7 +20,7 @@ def small_benchmark(tmp_path_factory):
 SLOW_FILES = {"test_synthetic.py", "test_tau2022.py", "test_devgen_training.py"}
 SLOW_TESTS = {
     "test_two_process_ddp_with_gloo", "test_a_killed_build_leaves_no_workers_and_its_temporary_is_cleaned",
-    "test_submission_command_builds_a_valid_package", "test_info_rules_prints_pass_fail_and_check_sets_exit_code",
+    "test_submission_command_builds_valid_2024_and_2025_files", "test_info_rules_prints_pass_fail_and_check_sets_exit_code",
     "test_parallel_extraction_equals_serial", "test_ensemble_averages_the_members_probabilities",
     "test_compress_command_end_to_end_then_evaluate_and_info", "test_interrupted_compression_resumes_to_the_same_compressed_model",
     "test_resume_reaches_the_same_weights_as_an_uninterrupted_run", "test_training_writes_a_complete_run_and_is_deterministic",

@@ -99,6 +99,19 @@ def test_train_then_evaluate_and_ensemble_commands(small_benchmark, tmp_path, ca
     assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
 
 
+def test_report_counts_a_run_and_a_sweeps_seed0_of_the_same_training_once(tmp_path, capsys):
+    for folder in ("runs/x", "runs/x_sweep/seed0", "runs/x_sweep/seed1"):
+        fake_run(tmp_path / folder, "x", {"a": 0.5 if folder.endswith("seed1") else 0.7})
+        seed = 1 if folder.endswith("seed1") else 0
+        (tmp_path / folder / "config.json").write_text(json.dumps({"name": "x", "model": "bc_resnet_asc_1",
+                                                                   "train": {"seed": seed}}))
+        (tmp_path / folder / "data.json").write_text('{"files": 90}')
+    assert main(["report", str(tmp_path / "runs"), str(tmp_path / "runs" / "x_sweep"), "--out", str(tmp_path / "t.md")]) == 0
+    data = json.loads((tmp_path / "t.json").read_text())
+    assert data["last"]["x"]["seeds"] == 2 and len(data["duplicates"]) == 1
+    assert "counted once" in capsys.readouterr().out
+
+
 def test_report_keeps_runs_of_different_configs_apart(tmp_path):
     fake_run(tmp_path / "a", "x", {"a": 0.8})
     fake_run(tmp_path / "b", "x", {"a": 0.4})

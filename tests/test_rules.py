@@ -67,7 +67,7 @@ def test_unknown_rule_set_is_a_one_line_error():
 
 
 @pytest.mark.parametrize("name,c,storage", [("bc_resnet_asc_dcase2024_fp16", 34, "fp16"),
-                                            ("bc_resnet_asc_dcase2024_int8", 49, "int8")])
+                                            ("bc_resnet_asc_dcase2024_int8", 47, "dcase")])
 def test_presets_are_the_largest_width_that_fits(name, c, storage):
     assert preset_storage(name) == storage
     model = create_model(name)

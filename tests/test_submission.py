@@ -6,8 +6,8 @@ import yaml
 
 from tinyasc.errors import TinyascError
 
-from tinyasc.submission import (DESCRIPTION_FIELDS, HEADER, SCENES, SubmissionError, meta, output_name,
-                                output_table, to_yaml, validate_files, validate_output_text, write_package)
+from tinyasc.submission import (HEADER, SCENES, SubmissionError, meta, output_name, output_table, to_yaml,
+                                validate_files, validate_meta, validate_output_text, write_package)
 
 LABEL = "Kim_QTI_task1_1"
 AUTHORS = [{"lastname": "Kim", "firstname": "Byeonggeun", "email": "a@b.c", "affiliation": "QTI", "corresponding": True},
@@ -56,55 +56,163 @@ def test_names_and_labels_follow_the_rules():
         output_name(LABEL, 30)
 
 
-def test_meta_yaml_round_trips_and_holds_every_required_block():
-    m = meta(LABEL, name="BC-ResNet-ASC", abbreviation="BCRes", authors=AUTHORS, results=results(),
-             complexity={"total_model_size": 61000, "total_parameters": 315000, "total_parameters_non_zero": 33000,
-                         "memory_use": 100000, "macs": 28000000})
-    loaded = yaml.safe_load(to_yaml(m))
-    assert loaded["submission"]["label"] == LABEL
-    assert sum(bool(a.get("corresponding")) for a in loaded["submission"]["authors"]) == 1
-    assert set(DESCRIPTION_FIELDS) <= set(loaded["system"]["description"])
-    assert loaded["system"]["complexity"]["total_parameters"] == 315000
-    assert set(loaded["system"]["energy_consumption"]) == {"training", "inference", "baseline_inference"}
+# The published validators' required fields, rewritten here from their schema (not imported from tinyasc, so
+# that the package is checked against the rules and not against itself). 2024: toni-heittola/
+# dcase2024_task1_submission_validator main.py; 2025: the 2025 template's fields (inference_code,
+# device_information, num_models_at_inference, model_weight_sharing, device_specific and general results).
+RESULT = {"overall": ["accuracy", "logloss"], "class_wise": {c: ["accuracy", "logloss"] for c in SCENES},
+          "device_wise": {d: ["accuracy", "logloss"] for d in ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")}}
+DESCRIPTION_2024 = ["input_sampling_rate", "acoustic_features", "data_augmentation", "machine_learning_method",
+                    "external_data_usage", "complexity_management", "pipeline", "framework", "split_adaptations",
+                    "system_adaptations"]
+SCHEMA = {
+    2024: {"submission": ["label", "name", "abbreviation", "authors"],
+           "system": {"description": DESCRIPTION_2024, "complexity": ["total_model_size", "total_parameters", "macs"],
+                      "external_datasets": [], "source_code": None},
+           "results": {"development_dataset": {f"split_{n}": RESULT for n in (5, 10, 25, 50, 100)}}},
+    2025: {"submission": ["label", "name", "abbreviation", "authors"],
+           "system": {"description": DESCRIPTION_2024[:8] + ["device_information"],
+                      "complexity": ["total_model_size", "total_parameters", "macs", "num_models_at_inference",
+                                     "model_weight_sharing"],
+                      "external_datasets": [], "source_code": None, "inference_code": None},
+           "results": {"development_dataset": {"device_specific": RESULT, "general": RESULT}}},
+}
+
+
+def validator_errors(node, schema, where="meta"):
+    """The validator's checks: every required field at every level; numeric values where it wants numbers
+    (we also require them finite); plus its label, author and abbreviation checks at the top."""
+    errors = []
+    if schema is None:
+        return errors
+    if not isinstance(node, dict):
+        return [f"{where} missing"]
+    fields = schema if isinstance(schema, list) else list(schema)
+    errors += [f"{where}.{f} missing" for f in fields if f not in node]
+    if isinstance(schema, list) and schema and schema[0] == "accuracy":
+        errors += [f"{where}.{f} not numeric" for f in schema if f in node and
+                   (isinstance(node[f], bool) or not isinstance(node[f], (int, float)) or node[f] != node[f])]
+    if isinstance(schema, dict):
+        for f, sub in schema.items():
+            if f in node and isinstance(sub, (dict, list)) and sub and f != "external_datasets":
+                errors += validator_errors(node[f], sub, f"{where}.{f}")
+    if where == "meta" and "submission" in node:
+        sub = node["submission"]
+        parts = sub["label"].split("_")
+        if len(parts) != 4 or parts[2] != "task1" or not 1 <= int(parts[3]) <= 4:
+            errors.append("label")
+        if sum(bool(a.get("corresponding")) for a in sub["authors"]) != 1:
+            errors.append("corresponding")
+        errors += [f"author field {f}" for a in sub["authors"] for f in ("lastname", "firstname", "email", "affiliation")
+                   if f not in a]
+        if len(sub["abbreviation"]) > 10:
+            errors.append("abbreviation")
+        if not isinstance(node["system"]["complexity"]["total_parameters"], int):
+            errors.append("total_parameters")
+    return errors
+
+
+COMPLEXITY = {"total_model_size": 127758, "total_parameters": 63879, "macs": 11880000}
+COMPLEXITY_2025 = {**COMPLEXITY, "num_models_at_inference": 7, "model_weight_sharing": False}
+
+
+def meta_2024(**kw):
+    return meta(LABEL, name="BC-ResNet-ASC", abbreviation="BCRes", authors=AUTHORS, year=2024,
+                results={n: results() for n in (5, 10, 25, 50, 100)}, complexity=COMPLEXITY, **kw)
+
+
+def meta_2025(**kw):
+    general = results()
+    return meta(LABEL, name="BC-ResNet-ASC", abbreviation="BCRes", authors=AUTHORS, year=2025,
+                results={"device_specific": results(), "general": {**general, "macro_accuracy": 0.5}},
+                complexity=COMPLEXITY_2025, inference_code="https://github.com/kim/Kim_QTI_task1", **kw)
+
+
+@pytest.mark.parametrize("year,build", [(2024, meta_2024), (2025, meta_2025)])
+def test_meta_yaml_of_each_year_passes_the_validators_schema(year, build):
+    loaded = yaml.safe_load(to_yaml(build()))
+    assert validator_errors(loaded, SCHEMA[year]) == []
+    assert validate_meta(loaded) == []
+    # and the other year's schema finds what is missing: the two years' files really differ
+    assert validator_errors(loaded, SCHEMA[2025 if year == 2024 else 2024])
+
+
+def test_2024_meta_holds_every_training_subset_and_the_macro_accuracy_headline():
+    dev = yaml.safe_load(to_yaml(meta_2024()))["results"]["development_dataset"]
+    assert list(dev) == ["split_5", "split_10", "split_25", "split_50", "split_100"]
+    assert "overall" not in dev  # the 2024 validator crashes (KeyError 'overall') on a top-level overall block
+    assert dev["split_25"]["overall"] == {"accuracy": 58.0, "logloss": 1.1}
+    assert dev["split_25"]["class_wise"]["bus"] == {"accuracy": 51.0, "logloss": 1.0}
+
+
+def test_2025_meta_has_device_specific_and_general_results_and_the_2025_fields():
+    loaded = yaml.safe_load(to_yaml(meta_2025()))
     dev = loaded["results"]["development_dataset"]
-    assert dev["overall"] == {"accuracy": 58.0, "logloss": 1.1}  # the macro accuracy is the headline
-    assert set(dev["class_wise"]) == set(SCENES) and set(dev["device_wise"]) == {"a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6"}
-    assert dev["class_wise"]["bus"] == {"accuracy": 51.0, "logloss": 1.0}
+    assert dev["device_specific"]["overall"]["accuracy"] == 58.0 and dev["general"]["overall"]["accuracy"] == 50.0
+    assert loaded["system"]["inference_code"].startswith("https://")
+    assert loaded["system"]["complexity"]["num_models_at_inference"] == 7
+    for obsolete in ("energy_consumption", "memory_use", "total_parameters_non_zero", "embeddings"):
+        assert obsolete not in str(loaded)
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda r: r.pop(10), "training subset 10"),
+    (lambda r: r[25].update(log_loss=float("nan")), "not a finite number"),
+    (lambda r: r[5]["per_device"].pop("s6"), "device s6"),
+    (lambda r: r[50]["per_class"]["bus"].update(accuracy=float("inf")), "not a finite number"),
+])
+def test_missing_or_non_finite_results_are_refused(change, problem):
+    res = {n: results() for n in (5, 10, 25, 50, 100)}
+    change(res)
+    with pytest.raises(SubmissionError, match=problem):
+        meta(LABEL, name="x", abbreviation="x", authors=AUTHORS, year=2024, results=res, complexity=COMPLEXITY)
+
+
+def test_validate_meta_refuses_nan_that_the_validator_lets_through():
+    loaded = yaml.safe_load(to_yaml(meta_2024()))
+    loaded["results"]["development_dataset"]["split_5"]["overall"]["accuracy"] = float("nan")
+    assert any("not a finite number" in p for p in validate_meta(loaded))
+
+
+def test_2025_needs_the_inference_code_link():
+    with pytest.raises(SubmissionError, match="inference_code"):
+        meta(LABEL, name="x", abbreviation="x", authors=AUTHORS, year=2025, complexity=COMPLEXITY_2025,
+             results={"device_specific": results(), "general": results()})
 
 
 def test_meta_refuses_what_the_validator_refuses():
     with pytest.raises(SubmissionError, match="corresponding"):
-        meta(LABEL, name="x", abbreviation="x", authors=[dict(AUTHORS[1])])
-    with pytest.raises(SubmissionError, match="longer than 10"):
-        meta(LABEL, name="x", abbreviation="a" * 11, authors=AUTHORS)
+        meta(LABEL, name="x", abbreviation="x", authors=[dict(AUTHORS[1])], year=2024, results={},
+             complexity=COMPLEXITY)
+    with pytest.raises(SubmissionError, match="1 to 10"):
+        meta(LABEL, name="x", abbreviation="a" * 11, authors=AUTHORS, results={}, complexity=COMPLEXITY)
 
 
 def test_package_is_written_per_subset_and_validates(tmp_path):
     probs = np.full((3, 10), 0.1)
     table = output_table([f"audio/{i}.wav" for i in range(3)], probs, SCENES)
-    m = meta(LABEL, name="x", abbreviation="x", authors=AUTHORS, results=results())
-    paths = write_package(tmp_path, LABEL, {25: table, 100: table}, m)
-    assert [p.name for p in paths] == ["Kim_QTI_task1_1.output.split_25.csv", "Kim_QTI_task1_1.output.split_100.csv",
-                                       "Kim_QTI_task1_1.meta.yaml"]
+    paths = write_package(tmp_path, LABEL, {n: table for n in (5, 10, 25, 50, 100)}, meta_2024())
+    assert [p.name for p in paths][:2] == ["Kim_QTI_task1_1.output.split_5.csv", "Kim_QTI_task1_1.output.split_10.csv"]
     assert validate_files(paths[0], paths[-1]) == []
+    with pytest.raises(SubmissionError, match="one output per training subset"):
+        write_package(tmp_path / "b", LABEL, {25: table}, meta_2024())
     with pytest.raises(TinyascError, match="exists"):
-        write_package(tmp_path, LABEL, {25: table}, m)  # no overwrite without force
-    write_package(tmp_path, LABEL, {25: table}, m, force=True)
+        write_package(tmp_path, LABEL, {n: table for n in (5, 10, 25, 50, 100)}, meta_2024())
+    paths = write_package(tmp_path / "y25", LABEL, {None: table}, meta_2025())
+    assert paths[0].name == "Kim_QTI_task1_1.output.csv" and validate_files(paths[0], paths[-1]) == []
 
 
 def test_validate_files_finds_a_mismatched_label(tmp_path):
     table = output_table(["0.wav"], np.full((1, 10), 0.1), SCENES)
     (tmp_path / "Kim_QTI_task1_1.output.csv").write_text(table)
-    (tmp_path / "Lee_QTI_task1_1.meta.yaml").write_text(to_yaml(meta("Lee_QTI_task1_1", name="x", abbreviation="x",
-                                                                    authors=AUTHORS)))
+    m = meta("Lee_QTI_task1_1", name="x", abbreviation="x", authors=AUTHORS, year=2025, complexity=COMPLEXITY_2025,
+             results={"device_specific": results(), "general": results()}, inference_code="x")
+    (tmp_path / "Lee_QTI_task1_1.meta.yaml").write_text(to_yaml(m))
     problems = validate_files(tmp_path / "Kim_QTI_task1_1.output.csv", tmp_path / "Lee_QTI_task1_1.meta.yaml")
     assert any("label differs" in p for p in problems)
 
 
-
-
-
-def test_submission_command_builds_a_valid_package(tmp_path):
+def test_submission_command_builds_valid_2024_and_2025_files(tmp_path):
     import json
     import subprocess
     import sys
@@ -115,19 +223,31 @@ def test_submission_command_builds_a_valid_package(tmp_path):
 
     ckpt = tmp_path / "m.pt"
     classes = list(reversed(SCENES))
-    save_checkpoint(ckpt, create_model("bc_resnet_asc_1"), "bc_resnet", FeatureConfig(), classes)
+    # the fp16 preset, trained: its total_model_size is counted at fp16 (127,758 B), not as stored fp32
+    save_checkpoint(ckpt, create_model("bc_resnet_asc_dcase2024_fp16"), "bc_resnet_asc", FeatureConfig(), classes,
+                    experiment={"model": "bc_resnet_asc_dcase2024_fp16"})
     table = "\t".join(["filename", "scene_label", *classes]) + "\n" + "".join(
         f"audio/{i}.wav\tpark\t" + "\t".join(["0.1"] * 10) + "\n" for i in range(4))
     (tmp_path / "pred.tsv").write_text(table)
-    (tmp_path / "metrics.json").write_text(json.dumps(results()))
-    cmd = [sys.executable, "-m", "tinyasc", "submission", "--label", LABEL, "--predictions", f"25={tmp_path / 'pred.tsv'}",
-           "--metrics", str(tmp_path / "metrics.json"), "--model", str(ckpt), "--name", "BC-ResNet-ASC-1",
-           "--abbreviation", "BCRes1", "--author", "Kim,B,a@b.c,QTI", "--out", str(tmp_path / "sub")]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    folder = tmp_path / "sub" / LABEL
-    loaded = yaml.safe_load((folder / f"{LABEL}.meta.yaml").read_text())
-    assert loaded["system"]["complexity"]["total_parameters"] == 8055
-    assert validate_files(folder / f"{LABEL}.output.split_25.csv", folder / f"{LABEL}.meta.yaml") == []
-    again = subprocess.run(cmd, capture_output=True, text=True)  # no overwrite without --force, one line
+    (tmp_path / "metrics.json").write_text(json.dumps({**results(), "general": results()}))
+    common = [sys.executable, "-m", "tinyasc", "submission", "--label", LABEL, "--model", str(ckpt), "--name", "B",
+              "--abbreviation", "BCRes1", "--author", "Kim,B,a@b.c,QTI"]
+    y24 = common + ["--year", "2024", "--out", str(tmp_path / "s24")]
+    for n in (5, 10, 25, 50, 100):
+        y24 += ["--predictions", f"{n}={tmp_path / 'pred.tsv'}", "--metrics", f"{n}={tmp_path / 'metrics.json'}"]
+    y25 = common + ["--predictions", str(tmp_path / "pred.tsv"), "--metrics", str(tmp_path / "metrics.json"),
+                    "--inference-code", "https://github.com/kim/pkg", "--out", str(tmp_path / "s25")]
+    for year, cmd, output in ((2024, y24, f"{LABEL}.output.split_25.csv"), (2025, y25, f"{LABEL}.output.csv")):
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        folder = tmp_path / f"s{year % 100}" / LABEL
+        loaded = yaml.safe_load((folder / f"{LABEL}.meta.yaml").read_text())
+        assert loaded["system"]["complexity"]["total_model_size"] == 127_758
+        assert validator_errors(loaded, SCHEMA[year]) == []
+        assert validate_files(folder / output, folder / f"{LABEL}.meta.yaml") == []
+    again = subprocess.run(y25, capture_output=True, text=True)  # no overwrite without --force, one line
     assert again.returncode == 2 and "Traceback" not in again.stderr and "exists" in again.stderr
+    missing = subprocess.run(y25[:-2] + ["--out", str(tmp_path / "x")], capture_output=True, text=True)
+    missing_code = subprocess.run([a for a in y25 if a not in ("--inference-code", "https://github.com/kim/pkg")],
+                                  capture_output=True, text=True)
+    assert missing.returncode == 0 and missing_code.returncode == 2 and "inference_code" in missing_code.stderr

@@ -80,6 +80,29 @@ def test_a_subset_listing_an_evaluation_clip_is_refused(bench, tmp_path):
         read_train_subset(bench, "split7")
 
 
+def test_small_subsets_all_differ_and_keep_every_training_device(bench):
+    train_devices = {c.device for c in read_split(bench, "train")}
+    subsets = [read_train_subset(bench, f"split{p}") for p in PERCENTS]
+    sizes = [len(s) for s in subsets]
+    assert sizes == sorted(set(sizes)), sizes  # strictly growing: no two subsets are the same
+    for clips in subsets:
+        assert {c.device for c in clips} == train_devices
+
+
+def test_a_split_file_may_carry_extra_columns_as_the_baselines_do(bench, tmp_path):
+    """The DCASE 2024 baseline's split25.csv (downloaded beside its code) has filename, scene_label,
+    identifier and source_label columns."""
+    clips = read_train_subset(bench, "split5")
+    lines = ["filename\tscene_label\tidentifier\tsource_label"]
+    lines += [f"{c.filename}\t{SCENES[c.label]}\tx-1\t{c.device}" for c in clips]
+    (tmp_path / "split5_baseline.csv").write_text("\n".join(lines) + "\n")
+    assert [c.filename for c in read_train_subset(bench, str(tmp_path / "split5_baseline.csv"))] == \
+        [c.filename for c in clips]
+    (tmp_path / "bad.csv").write_text("filename\tidentifier\naudio/x.wav\tx\n")
+    with pytest.raises(DatasetError, match="other columns allowed"):
+        read_train_subset(bench, str(tmp_path / "bad.csv"))
+
+
 def test_tau2020_layout_is_unchanged_by_default(tmp_path):
     generate(tmp_path / "b", seed=0, scale="small", workers=1, progress=False, sample_rate=16000)
     name = read_split(tmp_path / "b", "train")[0].filename

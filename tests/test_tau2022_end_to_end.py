@@ -26,12 +26,20 @@ def test_split25_train_evaluate_device_models_predict_and_submit(tmp_path):
     assert main(["finetune-devices", str(tmp_path / "run" / "last.pt"), "--data", str(data), "--out",
                  str(tmp_path / "dev"), "--set", "train.epochs=1", "--set", "train.batch_size=8", "--min-clips", "8",
                  "--quiet"]) == 0
+    # one evaluate call on the device checkpoint: device-specific results and the general model's
+    assert main(["evaluate", str(tmp_path / "dev" / "devices.pt"), "--data", str(data), "--out",
+                 str(tmp_path / "eval_dev"), "--quiet"]) == 0
+    assert "general" in json.loads((tmp_path / "eval_dev" / "metrics.json").read_text())
     audio = sorted(str(p) for p in (data / "audio").glob("*.wav"))[:12]
     assert main(["predict", str(tmp_path / "dev" / "devices.pt"), *audio, "--out", str(tmp_path / "eval.tsv"),
                  "--device-ids", str(data / "meta.csv"), "--workers", "1"]) == 0
-    assert main(["submission", "--label", "Kim_QTI_task1_1", "--predictions", f"25={tmp_path / 'eval.tsv'}",
-                 "--metrics", str(tmp_path / "eval" / "metrics.json"), "--model", str(tmp_path / "dev" / "devices.pt"),
+    assert main(["submission", "--label", "Kim_QTI_task1_1", "--predictions", str(tmp_path / "eval.tsv"),
+                 "--metrics", str(tmp_path / "eval_dev" / "metrics.json"), "--model", str(tmp_path / "dev" / "devices.pt"),
                  "--name", "BC-ResNet-ASC-1", "--abbreviation", "BCRes1", "--author", "Kim,B,a@b.c,QTI",
-                 "--out", str(tmp_path / "sub")]) == 0
+                 "--inference-code", "https://github.com/kim/Kim_QTI_task1", "--out", str(tmp_path / "sub")]) == 0
     folder = tmp_path / "sub" / "Kim_QTI_task1_1"
-    assert validate_files(folder / "Kim_QTI_task1_1.output.split_25.csv", folder / "Kim_QTI_task1_1.meta.yaml") == []
+    assert validate_files(folder / "Kim_QTI_task1_1.output.csv", folder / "Kim_QTI_task1_1.meta.yaml") == []
+    # the inference package of the trained device checkpoint runs under the template's call order
+    assert main(["package", str(tmp_path / "dev" / "devices.pt"), "--label", "Kim_QTI_task1_1", "--data", str(data),
+                 "--out", str(tmp_path / "pkg")]) == 0
+    assert (tmp_path / "pkg" / "Kim_QTI_task1" / "resources" / "test.csv").is_file()

@@ -151,3 +151,74 @@ def device_models(path, general=None):
             raise TinyascError(f"{path}: device model {device!r} does not fit ({str(e).splitlines()[0]})") from None
         models[str(device)] = model.eval()
     return models
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment storage: one answer to "at what precision are this model's weights counted and used"
+
+def deploy_storage(payload):
+    """The storage a checkpoint's model is deployed at, one of complexity.SCHEMES, or None for a compressed
+    checkpoint (its own int8 codes + fp16 tensors, see `stored_bits`). A checkpoint's `storage` field wins;
+    else the preset it was trained from decides (rules.PRESET_STORAGE: the fp16 preset → "fp16", the int8
+    preset → "dcase", 8-bit convs + fp16 rest); else fp32."""
+    from tinyasc.complexity import SCHEMES
+    from tinyasc.rules import preset_storage
+
+    if payload.get("quantization"):
+        return None
+    storage = payload.get("storage") or preset_storage((payload.get("experiment") or {}).get("model"))
+    if storage not in SCHEMES:
+        raise TinyascError(f"checkpoint field 'storage' = {storage!r}: expected one of {', '.join(SCHEMES)}")
+    return storage
+
+
+INT8_MAX = 127  # symmetric 8-bit grid, codes −127…127: zero (a pruned weight) stays exactly zero
+
+
+def int8_codes(weight):
+    """(int8 codes, float32 scale) of a conv/linear weight, one scale per tensor as `tinyasc compress` does by
+    default: s = max|w| / 127 (1 for an all-zero tensor). Per tensor, so the scales (one float per conv, not
+    parameters) stay negligible beside the 128,000 B budget; per output channel they would be thousands."""
+    w = weight.detach().float()
+    amax = w.abs().max()
+    scale = torch.where(amax > 0, amax / INT8_MAX, torch.ones_like(amax))
+    return torch.round(w / scale).clamp(-INT8_MAX, INT8_MAX).to(torch.int8), scale
+
+
+@torch.no_grad()
+def apply_storage(model, storage):
+    """Round `model`'s parameters in place to the values `storage` keeps (still float32 tensors): "fp16"
+    rounds every parameter to fp16; "dcase" and "int8" put conv/linear weights on their per-tensor 8-bit
+    grid ("int8" puts the rest on a per-tensor 8-bit grid, "dcase" rounds it to fp16); "fp32" or None changes
+    nothing. Predicting with the result is predicting with the weights the complexity rules count."""
+    from torch import nn
+
+    if storage in (None, "fp32"):
+        return model
+    from tinyasc.complexity import SCHEMES
+
+    if storage not in SCHEMES:
+        raise TinyascError(f"storage {storage!r}: expected one of {', '.join(SCHEMES)}")
+    weight_bits, other_bits = SCHEMES[storage]
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            is_weight = name == "weight" and isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear))
+            bits = weight_bits if is_weight else other_bits
+            if bits == 16:
+                p.copy_(p.half().float())
+            elif bits == 8 and is_weight:
+                codes, scale = int8_codes(p)
+                p.copy_(codes.float() * scale)
+            elif bits == 8:  # per-tensor grid for a norm affine or bias
+                amax = p.abs().max()
+                scale = amax / INT8_MAX if amax > 0 else torch.ones_like(amax)
+                p.copy_(torch.round(p / scale).clamp(-INT8_MAX, INT8_MAX) * scale)
+    return model
+
+
+def deployed_checkpoint(path):
+    """(model in eval mode with its weights at the deployment storage, feature config, classes, payload,
+    storage) — the model `predict` runs and the DCASE 2025 package ships."""
+    model, feature_cfg, classes, payload = load_checkpoint(path)
+    storage = deploy_storage(payload)
+    return apply_storage(model, storage), feature_cfg, classes, payload, storage

@@ -58,9 +58,12 @@ def cmd_info(args):
         raise TinyascError("info needs a model name or checkpoint (or --system)")
     label, model, feature_cfg, payload = _load_target(args.target)
     frames = feature_cfg.num_frames(int(args.seconds * feature_cfg.sample_rate))
-    from tinyasc.checkpoint import stored_bits
+    from tinyasc.checkpoint import deploy_storage, stored_bits
+    from tinyasc.rules import preset_storage
 
     bits = stored_bits(payload) if payload else None
+    # --rules counts parameters at --storage, else at the preset's / checkpoint's deployment storage
+    storage = args.storage or (deploy_storage(payload) if payload else preset_storage(label))
     info = complexity(model, (1, 1, feature_cfg.n_mels, frames), bits)
     info["model"] = label
     if hasattr(model, "resnorm_lambdas"):
@@ -70,7 +73,7 @@ def cmd_info(args):
 
         one_second = (1, 1, feature_cfg.n_mels, feature_cfg.num_frames(feature_cfg.sample_rate))
         info["rules"] = check_rules(model, args.rules, clip_seconds=args.seconds, input_shape=one_second,
-                                    scheme=args.storage, bits=bits)
+                                    scheme=storage, bits=bits)
     if args.json:
         print(json.dumps(info, indent=2))
         return 1 if args.check and args.rules and not info["rules"]["pass"] else 0
@@ -170,7 +173,8 @@ def _print_system(as_json):
 
 def _print_rules(results):
     if results.get("rules"):
-        print("DCASE complexity rules (as stored): " + ", ".join(
+        storage = next(iter(results["rules"].values())).get("storage", "as stored")
+        print(f"DCASE complexity rules (parameters at {storage}): " + ", ".join(
             f"{name} {'PASS' if r['pass'] else 'FAIL'}" for name, r in results["rules"].items()))
 
 
@@ -401,6 +405,58 @@ def _non_finite(value, where="metrics"):
     return None
 
 
+def cmd_package(args):
+    from tinyasc.dcase2025 import write_package
+
+    test_csv = args.test_csv
+    if test_csv is None and args.data:  # the development test split: the baselines' split_setup/test.csv, else TAU's
+        candidates = [Path(args.data) / "split_setup" / "test.csv", Path(args.data) / "evaluation_setup" / "fold1_evaluate.csv"]
+        test_csv = next((c for c in candidates if c.is_file()), None)
+        if test_csv is None:
+            raise TinyascError(f"--data {args.data}: no split_setup/test.csv or evaluation_setup/fold1_evaluate.csv")
+    if test_csv is not None and not Path(test_csv).is_file():
+        raise TinyascError(f"--test-csv {test_csv}: no such file")
+    for path in write_package(args.checkpoint, args.out, args.label, test_csv, force=args.force):
+        print(f"wrote {path}")
+    package = args.label.rsplit("_", 1)[0]
+    print(f"check it as the organisers do: pip install -e {args.out}, then in the template's folder "
+          f"python test_complexity.py --submission_name {package} --submission_index {args.label.rsplit('_', 1)[1]}")
+    return 0
+
+
+def _read_metrics(path):
+    try:
+        metrics = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise TinyascError(f"--metrics {path}: not a readable metrics.json ({e})") from None
+    bad = _non_finite(metrics)
+    if bad:
+        raise TinyascError(f"--metrics {path}: {bad} is not a finite number; a diverged run's metrics "
+                           "cannot go into meta.yaml")
+    return metrics
+
+
+def _submission_complexity(path):
+    """The meta.yaml complexity block of a checkpoint by the 2022+ rule: every parameter (zeros included) at
+    its deployment storage; 2025: the number of networks at inference (general + device models) and the
+    largest one's size (the limits apply per model)."""
+    from tinyasc.checkpoint import deploy_storage, device_models, stored_bits
+    from tinyasc.complexity import count_macs, count_params
+    from tinyasc.rules import param_bytes_all
+
+    _, model, feature_cfg, payload = _load_target(path)
+    if payload is None:
+        raise TinyascError(f"--model {path}: give the submission's checkpoint, not a preset name")
+    storage, bits = deploy_storage(payload), stored_bits(payload)
+    models = [model, *device_models(path, model).values()]
+    frames = feature_cfg.num_frames(feature_cfg.sample_rate)  # MACs per 1 s of audio, as the 2022+ rules
+    return {"total_model_size": int(max(param_bytes_all(m, storage, bits) for m in models)),
+            "total_parameters": count_params(model),
+            "macs": int(max(count_macs(m, (1, 1, feature_cfg.n_mels, frames)) for m in models)),
+            "num_models_at_inference": len(models),
+            "model_weight_sharing": False}  # each device model is a full fine-tuned copy
+
+
 def cmd_submission(args):
     import numpy as np
 
@@ -424,30 +480,20 @@ def cmd_submission(args):
         if (int(subset) if subset else None) in predictions:
             raise TinyascError(f"--predictions {spec}: subset {subset or '(none)'} is given twice; give each subset once")
         predictions[int(subset) if subset else None] = output_table([r[0] for r in rows[1:]], probs, rows[0][2:])
-    results = None
-    if args.metrics:
-        try:
-            results = json.loads(Path(args.metrics).read_text())
-        except (OSError, ValueError) as e:
-            raise TinyascError(f"--metrics {args.metrics}: not a readable metrics.json ({e})") from None
-        bad = _non_finite(results)
-        if bad:
-            raise TinyascError(f"--metrics {args.metrics}: {bad} is not a finite number; a diverged run's metrics "
-                               "cannot go into meta.yaml")
-    complexity = None
-    if args.model:
-        from tinyasc.complexity import count_macs, count_params, size_bytes
-
-        from tinyasc.checkpoint import stored_bits
-
-        _, model, feature_cfg, payload = _load_target(args.model)
-        frames = feature_cfg.num_frames(feature_cfg.sample_rate)  # MACs per 1 s clip, as the 2022+ rules
-        params = count_params(model)
-        nonzero = sum(int((p != 0).sum()) for p in model.parameters())
-        complexity = {"total_model_size": int(size_bytes(model, bits=stored_bits(payload) if payload else None)),
-                      "total_parameters": params,
-                      "total_parameters_non_zero": nonzero,
-                      "macs": int(count_macs(model, (1, 1, feature_cfg.n_mels, frames)))}
+    results = {}
+    for spec in args.metrics or []:  # 2024: SUBSET=metrics.json per training subset; 2025: one metrics.json
+        subset, _, path = spec.rpartition("=")
+        m = _read_metrics(path)
+        if args.year == 2024:
+            if not subset.isdigit():
+                raise TinyascError(f"--metrics {spec}: 2024 takes SUBSET=metrics.json, one per training subset")
+            results[int(subset)] = m
+        else:
+            if "general" not in m:  # a single model: its results are both the device-specific and the general ones
+                print(f"tinyasc: {path} has no 'general' block (not from `evaluate devices.pt`): its results are "
+                      "written as both device_specific and general", file=sys.stderr)
+            results = {"device_specific": {k: v for k, v in m.items() if k != "general"}, "general": m.get("general", m)}
+    complexity = _submission_complexity(args.model) if args.model else None
     authors = []
     for i, spec in enumerate(args.author):
         parts = [p.strip() for p in spec.split(",")]
@@ -455,7 +501,8 @@ def cmd_submission(args):
             raise TinyascError(f"--author {spec!r}: expected 'LASTNAME,FIRSTNAME,EMAIL,AFFILIATION'")
         authors.append(dict(zip(("lastname", "firstname", "email", "affiliation"), parts), **({"corresponding": True} if i == 0 else {})))
     m = meta(args.label, name=args.name, abbreviation=args.abbreviation, authors=authors, results=results,
-             complexity=complexity)
+             complexity=complexity, year=args.year, source_code=args.source_code or "",
+             inference_code=args.inference_code or "")
     for path in write_package(args.out, args.label, predictions, m, force=args.force):
         print(f"wrote {path}")
     return 0
@@ -479,8 +526,8 @@ def build_parser():
                    help="check a DCASE Task 1 complexity rule set and print PASS/FAIL per limit")
     p.add_argument("--check", action="store_true", help="with --rules: exit 1 when a limit fails")
     p.add_argument("--storage", choices=["fp32", "fp16", "int8", "dcase"],
-                   help="with --rules: count parameters at this precision instead of as stored "
-                        "(dcase = 8-bit conv weights, fp16 rest)")
+                   help="with --rules: count parameters at this precision (default: the deployment storage of the "
+                        "preset or checkpoint, see `tinyasc models`; dcase = 8-bit conv weights, fp16 rest)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("models", help="list registered models")
@@ -621,8 +668,15 @@ def build_parser():
     p.add_argument("--predictions", required=True, action="append", metavar="[SUBSET=]FILE",
                    help="a `tinyasc predict` table of the evaluation set; SUBSET=FILE (5, 10, 25, 50, 100) writes "
                    "LABEL.output.split_SUBSET.csv (2024); repeat per subset")
-    p.add_argument("--metrics", help="`tinyasc evaluate --out` metrics.json of the development test split")
-    p.add_argument("--model", help="the checkpoint, for the complexity block (parameters, size, MACs per 1 s)")
+    p.add_argument("--year", type=int, choices=[2024, 2025], default=2025, help="the challenge year whose meta.yaml "
+                   "and file names to write (default 2025)")
+    p.add_argument("--metrics", action="append", metavar="[SUBSET=]FILE",
+                   help="`tinyasc evaluate --out` metrics.json of the development test split: 2024 SUBSET=FILE for "
+                   "each of 5 10 25 50 100; 2025 one file from `evaluate devices.pt` (device-specific + general)")
+    p.add_argument("--model", help="the checkpoint (required), for the complexity block (parameters, size by "
+                   "the 2022+ rule at its deployment storage, MACs per 1 s; 2025: models at inference)")
+    p.add_argument("--source-code", help="link to the training code (system.source_code)")
+    p.add_argument("--inference-code", help="2025: link to the inference package (`tinyasc package`), required")
     p.add_argument("--name", required=True, help="system name")
     p.add_argument("--abbreviation", required=True, help="system abbreviation (≤ 10 characters)")
     p.add_argument("--author", required=True, action="append", metavar="LAST,FIRST,EMAIL,AFFILIATION",
@@ -630,6 +684,18 @@ def build_parser():
     p.add_argument("--out", default="submission", help="folder; files go to OUT/LABEL/")
     p.add_argument("--force", action="store_true", help="overwrite existing submission files")
     p.set_defaults(func=cmd_submission)
+
+    p = sub.add_parser("package", help="DCASE 2025: the installable inference package the organisers' template "
+                       "imports (PACKAGE/LABEL.py, resources/, ckpts/, setup.py)")
+    p.add_argument("checkpoint", help="the submission's checkpoint (devices.pt from finetune-devices, or one model)")
+    p.add_argument("--label", required=True, help="LASTNAME_INSTITUTE_task1_N: module LABEL.py in package "
+                   "LASTNAME_INSTITUTE_task1 (up to four modules share one package folder)")
+    p.add_argument("--out", required=True, help="package folder (setup.py goes here)")
+    p.add_argument("--test-csv", help="resources/test.csv: the development test split (filename<TAB>scene_label)")
+    p.add_argument("--data", help="take resources/test.csv from this dataset root (split_setup/test.csv, else "
+                   "evaluation_setup/fold1_evaluate.csv)")
+    p.add_argument("--force", action="store_true", help="overwrite this module and its checkpoint")
+    p.set_defaults(func=cmd_package)
 
     p = sub.add_parser("predict", help="DCASE Task 1 submission table (TSV) for audio files")
     p.add_argument("paths", nargs="+", metavar="PATH", help="MODEL... INPUT...: one or more models (.pt/.pth/.ckpt "

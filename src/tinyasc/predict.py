@@ -69,15 +69,30 @@ def clip_seconds_of(payload):
 # Networks: a torch checkpoint or an ONNX Runtime session, both features (B, 1, F, T) → logits
 
 class TorchNet:
-    """A checkpoint's network in eval mode on `device`."""
+    """A checkpoint's network in eval mode on `device`; `half`: computed in fp16 (weights and activations),
+    where the hardware is fast at it (CUDA). On CPU fp16-stored weights are upcast to fp32 instead:
+    fp16 convolutions on a CPU without native fp16 arithmetic are far slower (benchmarks/fp16_speed.py)."""
 
-    def __init__(self, model, device="cpu"):
+    def __init__(self, model, device="cpu", half=False):
+        self.half = bool(half)
         self.model = model.eval().to(device)
+        if self.half:
+            self.model.half()
         self.device = device
 
     def __call__(self, features):  # (B, 1, F, T) tensor → (B, K) numpy logits
         with torch.inference_mode():
-            return self.model(features.to(self.device)).float().cpu().numpy()
+            x = features.to(self.device)
+            return self.model(x.half() if self.half else x).float().cpu().numpy()
+
+
+def net_of(model, feature_cfg, storage, threads=None, device="cpu", backend="auto"):
+    """The network that runs a checkpoint's model (weights already at its deployment storage, see
+    checkpoint.apply_storage): ONNX Runtime on CPU (backend "auto" or "onnx"), else PyTorch; an fp16 model
+    runs in fp16 on CUDA and upcast to fp32 elsewhere."""
+    if backend == "onnx" or (backend == "auto" and device == "cpu"):
+        return onnx_net_of(model, feature_cfg, threads)
+    return TorchNet(model, device, half=storage == "fp16" and str(device).startswith("cuda"))
 
 
 class Member:
@@ -86,6 +101,7 @@ class Member:
     def __init__(self, name, net, feature_cfg, classes, clip_seconds):
         self.name, self.net, self.feature_cfg = name, net, feature_cfg
         self.classes, self.clip_seconds = list(classes), float(clip_seconds)
+        self.storage = None  # a checkpoint's deployment storage (checkpoint.deploy_storage); None: ONNX file
 
 
 def onnx_net_of(model, feature_cfg, threads=None, tolerance=1e-3):
@@ -118,13 +134,14 @@ def load_member(path, threads=None, device="cpu", backend="auto"):
         net = OnnxNet(path, threads, device)
         check_graph(net.session, path, feature_cfg.n_mels, len(meta["classes"]))
         return Member(str(path), net, feature_cfg, meta["classes"], meta.get("clip_seconds", DEFAULT_CLIP_SECONDS))
-    from tinyasc.checkpoint import load_checkpoint
+    from tinyasc.checkpoint import deployed_checkpoint
 
-    model, feature_cfg, classes, payload = load_checkpoint(path)
-    clip_seconds = clip_seconds_of(payload)
-    use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu")
-    net = onnx_net_of(model, feature_cfg, threads) if use_onnx else TorchNet(model, device)
-    return Member(str(path), net, feature_cfg, classes, clip_seconds)
+    # the weights the complexity rules count are the weights that predict: fp16 / 8-bit-rounded per storage
+    model, feature_cfg, classes, payload, storage = deployed_checkpoint(path)
+    member = Member(str(path), net_of(model, feature_cfg, storage, threads, device, backend), feature_cfg, classes,
+                    clip_seconds_of(payload))
+    member.storage = storage
+    return member
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,12 +333,12 @@ def load(*paths: "str | os.PathLike | list", threads: int | None = None, device:
         raise TinyascError("--device cuda: no CUDA device is available to torch")
     clf = Classifier([load_member(p, threads, device, backend) for p in paths], device=device)
     if len(paths) == 1 and Path(paths[0]).suffix.lower() in CHECKPOINT_EXTENSIONS:
-        from tinyasc.checkpoint import device_models, load_checkpoint
+        from tinyasc.checkpoint import apply_storage, deploy_storage, device_models, load_checkpoint
 
         general, feature_cfg, classes, payload = load_checkpoint(paths[0])
+        storage = deploy_storage(payload)
         for name, model in device_models(paths[0], general).items():
-            use_onnx = backend == "onnx" or (backend == "auto" and device == "cpu")
-            net = onnx_net_of(model, feature_cfg, threads) if use_onnx else TorchNet(model, device)
+            net = net_of(apply_storage(model, storage), feature_cfg, storage, threads, device, backend)
             member = Member(f"{paths[0]}[{name}]", net, feature_cfg, classes, clip_seconds_of(payload))
             clf.device_classifiers[name] = Classifier([member], device=device)
     return clf

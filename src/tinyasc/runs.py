@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from tinyasc.checkpoint import device_models, load_checkpoint
+from tinyasc.checkpoint import apply_storage, deployed_checkpoint, device_models
 from tinyasc.data.cache import FeatureCache, typical_length
 from tinyasc.data.tau import check_disjoint, read_split, read_train_subset
 from tinyasc.dcase import SCENES
@@ -209,9 +209,9 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
         results = fit(model, resolved["arch"], train, evaluate, exp, run_dir, resume=resume, progress=progress,
                       validation=validation, extra_checkpoint=extra, **fit_kwargs)
         if env.main:  # the DCASE complexity rules, as trained (float): recorded beside the accuracy
-            from tinyasc.rules import check_all
+            from tinyasc.rules import check_all, preset_storage
 
-            results["rules"] = check_all(model.cpu(), exp.features, train.clip_seconds)
+            results["rules"] = check_all(model.cpu(), exp.features, train.clip_seconds, scheme=preset_storage(exp.model))
             write_json(RunDir(run_dir).results, results)
         return results
 
@@ -278,9 +278,10 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
         labels, devices = data.labels, data.devices
     else:
         labels, devices = np.array([c.label for c in clips]), np.array([c.device for c in clips])
-    probs, classes = [], None
+    probs, classes, general_probs = [], None, []
     for path in paths:
-        model, feature_cfg, model_classes, payload = load_checkpoint(path)  # checks classes against the head
+        # the weights at the deployment storage (the fp16 preset in fp16, …): the weights a submission runs
+        model, feature_cfg, model_classes, payload, storage = deployed_checkpoint(path)
         if classes is not None and model_classes != classes:
             raise TinyascError(f"{path}: its classes differ from {paths[0]}'s; cannot ensemble")
         classes = model_classes
@@ -291,15 +292,25 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
                                                num_samples=payload.get("clip_samples"), progress=progress)
             x = cache.features
         logits = batch_logits(model, x, progress=progress)
+        general_probs.append(softmax(logits))
         for device, device_model in device_models(path, model).items():  # a devices.pt routes by device
             rows = np.flatnonzero(devices == device)
             if len(rows):
-                logits[rows] = batch_logits(device_model, x, rows)
+                logits[rows] = batch_logits(apply_storage(device_model, storage), x, rows)
         probs.append(softmax(logits))
     if labels.max(initial=-1) >= len(classes):
         raise TinyascError(f"{paths[0]}: the model knows {len(classes)} classes but the data has labels up to "
                            f"{labels.max()} ({SCENES[labels.max()] if labels.max() < len(SCENES) else labels.max()})")
-    return metrics(ensemble(probs), labels, devices, classes)
+    result = metrics(ensemble(probs), labels, devices, classes)
+    if any(device_models_in(path) for path in paths):  # DCASE 2025 reports both: device-specific and general
+        result["general"] = metrics(ensemble(general_probs), labels, devices, classes)
+    return result
+
+
+def device_models_in(path):
+    from tinyasc.checkpoint import read_checkpoint
+
+    return bool(read_checkpoint(path).get("device_models"))
 
 
 DEMO_EPOCHS = 20

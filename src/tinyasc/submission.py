@@ -20,10 +20,23 @@ from tinyasc.paths import atomic_write_text
 HEADER = ("filename", "scene_label", *SCENES)
 SUBSETS = (5, 10, 25, 50, 100)  # 2024: one output per training subset; 2025: split 25 only
 LABEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*_[A-Za-z0-9-]+_task1_[1-4]$")  # Lastname_Institute_task1_N
-DESCRIPTION_FIELDS = ("input_sampling_rate", "acoustic_features", "embeddings", "data_augmentation",
-                      "machine_learning_method", "ensemble_method_subsystem_count", "decision_making",
-                      "external_data_usage", "complexity_management", "pipeline", "framework")
-COMPLEXITY_FIELDS = ("total_model_size", "total_parameters", "total_parameters_non_zero", "memory_use", "macs")
+YEARS = (2024, 2025)
+# system.description fields each year's validator requires (2024: toni-heittola/dcase2024_task1_submission_validator;
+# 2025: the task's meta template — the 2024 fields plus how device information is used)
+DESCRIPTION_FIELDS_2024 = ("input_sampling_rate", "acoustic_features", "data_augmentation", "machine_learning_method",
+                           "external_data_usage", "complexity_management", "pipeline", "framework",
+                           "split_adaptations", "system_adaptations")
+DESCRIPTION_FIELDS = {2024: DESCRIPTION_FIELDS_2024,
+                      2025: tuple(f for f in DESCRIPTION_FIELDS_2024 if f not in ("split_adaptations", "system_adaptations"))
+                      + ("device_information",)}
+COMPLEXITY_FIELDS = {2024: ("total_model_size", "total_parameters", "macs"),
+                     2025: ("total_model_size", "total_parameters", "macs", "num_models_at_inference",
+                            "model_weight_sharing")}
+SYSTEM_FIELDS = {2024: ("description", "complexity", "external_datasets", "source_code"),
+                 2025: ("description", "complexity", "external_datasets", "source_code", "inference_code")}
+# results.development_dataset blocks: 2024 one per training subset; 2025 device-specific and general results
+# (both from one `tinyasc evaluate devices.pt` call, trained on split 25)
+RESULT_BLOCKS = {2024: tuple(f"split_{n}" for n in SUBSETS), 2025: ("device_specific", "general")}
 
 
 class SubmissionError(TinyascError):
@@ -62,46 +75,88 @@ def output_table(filenames, probs, classes):
     return "\n".join(lines) + "\n"
 
 
-def meta(label, *, name, abbreviation, authors, results=None, complexity=None, description=None,
-         external_datasets=(), source_code=""):
-    """The meta.yaml content as a dict. `results`: tinyasc metrics (evaluate's metrics.json: accuracy,
-    macro_accuracy if present, log_loss, per_class, per_device). `complexity`: total_model_size (bytes),
-    total_parameters, total_parameters_non_zero, memory_use (bytes), macs (per 1 s clip)."""
+def result_block(results, where="results"):
+    """{overall, class_wise, device_wise} of one tinyasc metrics dict (evaluate's metrics.json): accuracy in %
+    (overall: the class-wise mean, DCASE's ranking metric since 2022) and log loss. Every class and device
+    must be present with finite numbers: a missing or NaN result is refused, never written."""
+    if not isinstance(results, dict):
+        raise SubmissionError(f"{where}: no results (give an evaluate metrics.json)")
+
+    def number(value, what):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SubmissionError(f"{where}: {what} is {value!r}, not a finite number")
+        return float(value)
+
+    def cell(d, what):
+        if not isinstance(d, dict):
+            raise SubmissionError(f"{where}: no result for {what} (every class and device A…S6 must be evaluated)")
+        return {"accuracy": round(100 * number(d.get("accuracy"), f"{what} accuracy"), 2),
+                "logloss": round(number(d.get("log_loss"), f"{what} log loss"), 4)}
+
+    per_class, per_device = results.get("per_class") or {}, results.get("per_device") or {}
+    class_wise = {c: cell(per_class.get(c), f"class {c}") for c in SCENES}
+    macro = results.get("macro_accuracy")
+    if macro is None:
+        macro = sum(v["accuracy"] for v in class_wise.values()) / 100 / len(class_wise)
+    return {"overall": {"accuracy": round(100 * number(macro, "macro accuracy"), 2),
+                        "logloss": round(number(results.get("log_loss"), "log loss"), 4)},
+            "class_wise": class_wise,
+            "device_wise": {d: cell(per_device.get(d), f"device {d}") for d in DEVICES}}
+
+
+def meta(label, *, name, abbreviation, authors, results, complexity, year=2024, description=None,
+         external_datasets=(), source_code="", inference_code=""):
+    """The meta.yaml content of `year` as a dict. `results`: 2024 {subset (5 … 100): metrics dict}; 2025
+    {"device_specific": metrics, "general": metrics} (tinyasc evaluate devices.pt writes both in one
+    metrics.json). `complexity`: total_model_size (bytes by the 2022+ rule: every parameter at its stored
+    width), total_parameters, macs (per 1 s); 2025 also num_models_at_inference and model_weight_sharing.
+    Refuses what the validator refuses, and missing or non-finite results."""
+    if year not in YEARS:
+        raise SubmissionError(f"year {year!r}: expected one of {', '.join(map(str, YEARS))}")
     check_label(label)
-    if len(abbreviation) > 10:
-        raise SubmissionError(f"abbreviation {abbreviation!r} is longer than 10 characters")
+    if not abbreviation or len(abbreviation) > 10:
+        raise SubmissionError(f"abbreviation {abbreviation!r}: expected 1 to 10 characters")
     if sum(bool(a.get("corresponding")) for a in authors) != 1:
         raise SubmissionError("exactly one author must be marked corresponding: true")
+    for author in authors:
+        missing = [f for f in ("lastname", "firstname", "email", "affiliation") if not author.get(f)]
+        if missing:
+            raise SubmissionError(f"author {author}: missing {', '.join(missing)}")
     results = results or {}
-
-    def cell(d):
-        d = d or {}
-        return {"accuracy": round(100 * d.get("accuracy", float("nan")), 2), "logloss": round(d.get("log_loss", float("nan")), 4)}
-
-    per_class, per_device = results.get("per_class", {}), results.get("per_device", {})
-    # the ranking metric since 2022 is the class-wise (macro) average accuracy
-    macro = results.get("macro_accuracy")
-    if macro is None and per_class:
-        macro = sum(per_class[c]["accuracy"] for c in per_class) / len(per_class)
-    overall = {"accuracy": round(100 * macro, 2) if macro is not None else float("nan"),
-               "logloss": round(results.get("log_loss", float("nan")), 4)}
-    system_description = {field: "" for field in DESCRIPTION_FIELDS}
+    blocks = {}
+    for block in RESULT_BLOCKS[year]:
+        key = int(block.split("_")[1]) if year == 2024 else block
+        if key not in results:
+            what = f"training subset {key} (--metrics {key}=metrics.json)" if year == 2024 else \
+                f"the {block} results (evaluate devices.pt: metrics.json and its 'general' block)"
+            raise SubmissionError(f"{year} meta.yaml needs results for {what}")
+        blocks[block] = result_block(results[key], where=f"results {block}")
+    system_description = {field: "" for field in DESCRIPTION_FIELDS[year]}
     system_description.update({"input_sampling_rate": 16, "acoustic_features": "log-mel energies",
-                               "embeddings": None, "machine_learning_method": "BC-ResNet-ASC (CNN)",
-                               "ensemble_method_subsystem_count": None, "decision_making": None,
-                               "external_data_usage": None, "framework": "pytorch (tinyasc)",
-                               "pipeline": "log-mel > BC-ResNet-ASC > softmax"})
+                               "machine_learning_method": "BC-ResNet-ASC (CNN)", "external_data_usage": "",
+                               "framework": "pytorch (tinyasc)", "pipeline": "log-mel > BC-ResNet-ASC > softmax"})
+    if year == 2025:
+        system_description["device_information"] = "device-specific fine-tuning; unknown devices use the general model"
     system_description.update(description or {})
-    complexity = {field: (complexity or {}).get(field) for field in COMPLEXITY_FIELDS}
+    complexity = complexity or {}
+    missing = [f for f in COMPLEXITY_FIELDS[year] if complexity.get(f) is None]
+    if missing:
+        raise SubmissionError(f"complexity {', '.join(missing)} missing (give --model CHECKPOINT)")
+    for field in ("total_model_size", "total_parameters", "macs") + (("num_models_at_inference",) if year == 2025 else ()):
+        if isinstance(complexity[field], bool) or not isinstance(complexity[field], int) or complexity[field] < 0:
+            raise SubmissionError(f"complexity {field} = {complexity[field]!r}: expected a whole number")
+    if year == 2025 and not inference_code:
+        raise SubmissionError("2025 meta.yaml needs system.inference_code: the link to your inference package "
+                              "(tinyasc package writes it; publish it, e.g. on GitHub)")
+    system = {"description": system_description,
+              "complexity": {f: complexity[f] for f in COMPLEXITY_FIELDS[year]},
+              "external_datasets": list(external_datasets), "source_code": source_code}
+    if year == 2025:
+        system["inference_code"] = inference_code
     return {
         "submission": {"label": label, "name": name, "abbreviation": abbreviation, "authors": list(authors)},
-        "system": {"description": system_description, "complexity": complexity,
-                   "energy_consumption": {"training": None, "inference": None, "baseline_inference": None},
-                   "external_datasets": list(external_datasets), "source_code": source_code},
-        "results": {"development_dataset": {
-            "overall": overall,
-            "class_wise": {c: cell(per_class.get(c)) for c in SCENES},
-            "device_wise": {d: cell(per_device.get(d)) for d in DEVICES}}},
+        "system": system,
+        "results": {"development_dataset": blocks},
     }
 
 
@@ -138,20 +193,28 @@ def to_yaml(obj, indent=0):
 
 
 def write_package(out_dir, label, outputs, meta_dict, *, force=False):
-    """Write `outputs` ({subset or None: output table text}) and the meta file into OUT/<label>/, check
-    them with `validate_files` and return the written paths."""
+    """Write `outputs` ({subset or None: output table text}) and the meta file into OUT/<label>/, after
+    checking the meta dict (validate_meta) and every output table, and return the written paths."""
     from tinyasc.paths import check_output
 
     folder = Path(out_dir) / check_label(label)
+    problems = validate_meta(meta_dict)
+    year = meta_year(meta_dict)
+    if year == 2024 and set(outputs) != set(SUBSETS):
+        problems.append(f"2024 needs one output per training subset ({', '.join(map(str, SUBSETS))}), "
+                        f"got {', '.join(str(k) for k in outputs)}")
+    if year == 2025 and set(outputs) != {None}:
+        problems.append("2025 has one output file, LABEL.output.csv (give --predictions FILE without a subset)")
+    problems += [f"{output_name(label, subset)}: {p}" for subset, text in outputs.items()
+                 for p in validate_output_text(text)]
+    if problems:
+        raise SubmissionError(f"{folder}: the files would break the rules: {problems[0]}")
     paths = [folder / output_name(label, subset) for subset in outputs] + [folder / f"{label}.meta.yaml"]
     for path in paths:
         check_output(path, force=force, kind="file", what="submission file")
     for (subset, text), path in zip(outputs.items(), paths):
         atomic_write_text(path, text)
     atomic_write_text(paths[-1], to_yaml(meta_dict) + "\n")
-    problems = [p for path in paths[:-1] for p in validate_files(path, paths[-1])]
-    if problems:
-        raise SubmissionError(f"{folder}: written files break the rules: {problems[0]}")
     return paths
 
 
@@ -186,10 +249,78 @@ def validate_output_text(text, numeric_names=False):
     return problems
 
 
-def validate_files(output_path, meta_path):
+def meta_year(m):
+    """2025 when the results hold device-specific and general blocks, else 2024."""
+    dev = ((m or {}).get("results") or {}).get("development_dataset") or {}
+    return 2025 if isinstance(dev, dict) and "device_specific" in dev else 2024
+
+
+def _is_number(value):
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def validate_meta(m, year=None):
+    """Problems of a meta dict by the validator's rules for `year` (default: meta_year): the top blocks,
+    every required field of submission / authors / system / description / complexity / external datasets,
+    one corresponding author, label LASTNAME_INSTITUTE_task1_N, abbreviation ≤ 10 characters, whole-number
+    total_parameters, and each results block's overall / class_wise (10 scenes) / device_wise (A…S6) with
+    finite accuracy and logloss (the validator accepts NaN; we do not)."""
+    year = year or meta_year(m)
+    problems = []
+
+    def need(block, fields, where):
+        if not isinstance(block, dict):
+            problems.append(f"{where}: missing")
+            return False
+        problems.extend(f"{where}.{f}: missing" for f in fields if f not in block)
+        return True
+
+    if not need(m, ("submission", "system", "results"), "meta"):
+        return problems
+    sub = m.get("submission") or {}
+    if need(sub, ("label", "name", "abbreviation", "authors"), "submission"):
+        authors = sub.get("authors") or []
+        for i, author in enumerate(authors):
+            need(author, ("lastname", "firstname", "email", "affiliation"), f"submission.authors[{i}]")
+        if sum(bool(isinstance(a, dict) and a.get("corresponding")) for a in authors) != 1:
+            problems.append("submission.authors: exactly one author must be marked corresponding")
+        if not LABEL_PATTERN.match(str(sub.get("label", ""))):
+            problems.append(f"submission.label {sub.get('label')!r}: expected LASTNAME_INSTITUTE_task1_N (N = 1…4)")
+        if len(str(sub.get("abbreviation", ""))) > 10:
+            problems.append("submission.abbreviation: longer than 10 characters")
+    system = m.get("system") or {}
+    if need(system, SYSTEM_FIELDS[year], "system"):
+        need(system.get("description"), DESCRIPTION_FIELDS[year], "system.description")
+        if need(system.get("complexity"), COMPLEXITY_FIELDS[year], "system.complexity"):
+            total = system["complexity"].get("total_parameters")
+            if isinstance(total, bool) or not isinstance(total, int):
+                problems.append(f"system.complexity.total_parameters = {total!r}: not a whole number")
+        for i, item in enumerate(system.get("external_datasets") or []):
+            need(item, ("name", "url", "total_audio_length"), f"system.external_datasets[{i}]")
+        if year == 2025 and not system.get("inference_code"):
+            problems.append("system.inference_code: empty (the link to the inference package)")
+    dev = (m.get("results") or {}).get("development_dataset")
+    if need(m.get("results"), ("development_dataset",), "results") and need(dev, RESULT_BLOCKS[year],
+                                                                          "results.development_dataset"):
+        for block in RESULT_BLOCKS[year]:
+            where = f"results.development_dataset.{block}"
+            if not need(dev.get(block), ("overall", "class_wise", "device_wise"), where):
+                continue
+            cells = [("overall", dev[block].get("overall"))]
+            for group, names in (("class_wise", SCENES), ("device_wise", DEVICES)):
+                if need(dev[block].get(group), names, f"{where}.{group}"):
+                    cells += [(f"{group}.{n}", dev[block][group].get(n)) for n in names]
+            for name, cell in cells:
+                if need(cell, ("accuracy", "logloss"), f"{where}.{name}"):
+                    problems.extend(f"{where}.{name}.{k} = {cell[k]!r}: not a finite number"
+                                    for k in ("accuracy", "logloss") if k in cell and not _is_number(cell[k]))
+    return problems
+
+
+def validate_files(output_path, meta_path, meta_dict=None):
     """Problems of an output file + meta file pair: file names (label.output[.split_N].csv, label.meta.yaml),
-    label format, the output table, and the meta blocks the validator requires (parsed by our reader of
-    the YAML we write; other YAML is checked for the labels and names only)."""
+    label format, the output table, and the meta file by validate_meta (read with PyYAML when it is
+    installed, else `meta_dict` must be given)."""
     output_path, meta_path = Path(output_path), Path(meta_path)
     problems = []
     m = re.match(r"^(.+)\.output(\.split_(5|10|25|50|100))?\.csv$", output_path.name)
@@ -203,11 +334,18 @@ def validate_files(output_path, meta_path):
     if meta_path.name.split(".")[0] != label:
         problems.append(f"{meta_path.name}: label differs from the output file's {label!r}")
     problems += [f"{output_path.name}: {p}" for p in validate_output_text(output_path.read_text(encoding="utf-8"))]
-    text = meta_path.read_text(encoding="utf-8")
-    if f'label: {json.dumps(label)}' not in text:
+    if meta_dict is None:
+        try:
+            import yaml
+        except ImportError:
+            raise SubmissionError("validate_files: install PyYAML to read the meta file, or pass meta_dict") from None
+        try:
+            meta_dict = yaml.safe_load(meta_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            return problems + [f"{meta_path.name}: not valid YAML ({str(e).splitlines()[0]})"]
+    if ((meta_dict or {}).get("submission") or {}).get("label") != label:
         problems.append(f"{meta_path.name}: submission.label is not {label!r}")
-    for block in ("submission:", "system:", "results:", "description:", "complexity:", "development_dataset:",
-                  "overall:", "class_wise:", "device_wise:", *(f"{f}:" for f in DESCRIPTION_FIELDS + COMPLEXITY_FIELDS)):
-        if not re.search(rf"^\s*{re.escape(block)}", text, re.M):
-            problems.append(f"{meta_path.name}: missing {block.rstrip(':')}")
+    if meta_year(meta_dict) == 2024 and m and not m.group(2):
+        problems.append(f"{output_path.name}: 2024 outputs are LABEL.output.split_N.csv, one per training subset")
+    problems += [f"{meta_path.name}: {p}" for p in validate_meta(meta_dict)]
     return problems

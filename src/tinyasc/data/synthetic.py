@@ -471,12 +471,23 @@ def train_subsets(train_clips, seed, percents=SUBSET_PERCENTS):
     snippets on all its devices) are put in one order and every subset takes the shortest prefix that
     holds `percent` % of that scene's snippets: subsets are nested (prefixes), each scene keeps its share
     (class balance) and no segment is ever split. The order interleaves segments by device set (each
-    group's i-th segment at (i + u) / group size, u random), so every prefix keeps the device mix."""
+    group's i-th segment at (i + u) / group size, u random), so every prefix keeps the device mix. On a small
+    benchmark (a few segments per scene) two more rules keep the subsets meaningful: each device set leads one
+    scene's order (rarest sets first), so even the smallest subset holds every training device,
+    and each subset below 100 % takes at least one segment more than the one before, so no two are equal."""
     rng = _rng(seed, _SUBSETS)
     by_scene = {}
     for name, seg, _ in sorted(train_clips):
         by_scene.setdefault(seg.scene, {}).setdefault(seg.segment, (seg, []))[1].append(name)
-    subsets = {p: [] for p in percents}
+    # which device set leads each scene's order: the rarest sets first, each to a scene that has it, so that
+    # the smallest subset (one segment per scene) holds every device set's devices
+    sets_of = {sc: {seg.devices for seg, _ in by_scene.get(sc, {}).values()} for sc in SCENES}
+    lead_set = {}
+    for devices in sorted({d for ds in sets_of.values() for d in ds}, key=lambda d: (sum(d in ds for ds in sets_of.values()), d)):
+        scene = next((sc for sc in SCENES if sc not in lead_set and devices in sets_of[sc]), None)
+        if scene is not None:
+            lead_set[scene] = devices
+    orders = {}
     for scene in SCENES:
         segments = list(by_scene.get(scene, {}).values())
         groups = {}
@@ -488,16 +499,27 @@ def train_subsets(train_clips, seed, percents=SUBSET_PERCENTS):
             order, u = rng.permutation(len(group)), rng.uniform()
             keyed += [((i + u) / len(group), group[j][0].segment, group[j][1]) for i, j in enumerate(order)]
         keyed.sort(key=lambda k: k[:2])
-        total = sum(len(names) for _, _, names in keyed)
-        for p in percents:
-            taken, chosen = 0, []
-            for _, _, names in keyed:
-                if taken >= total * p / 100:
-                    break
-                chosen += names
-                taken += len(names)
-            subsets[p] += [(name, scene) for name in sorted(chosen)]
-    return subsets
+        lead = next((i for i, k in enumerate(keyed) if by_scene[scene][k[1]][0].devices == lead_set.get(scene)), 0)
+        orders[scene] = [keyed[lead][2]] + [k[2] for i, k in enumerate(keyed) if i != lead] if keyed else []
+    previous = dict.fromkeys(SCENES, 0)  # segments per scene in the previous (smaller) subset
+    subsets = {}
+    for p in sorted(percents):
+        counts = {}
+        for scene, order in orders.items():
+            total, taken, k = sum(len(names) for names in order), 0, 0
+            while k < len(order) and taken < total * p / 100:
+                taken += len(order[k])
+                k += 1
+            counts[scene] = max(k, previous[scene])
+        if p < 100 and sum(counts.values()) == sum(previous.values()):  # equal to the smaller subset: grow it
+            room = [sc for sc in SCENES if counts.get(sc, 0) < len(orders.get(sc, []))]
+            if room:
+                scene = min(room, key=lambda sc: (counts[sc] / len(orders[sc]), SCENES.index(sc)))
+                counts[scene] += 1
+        subsets[p] = [(name, scene) for scene in SCENES for names in orders.get(scene, [])[:counts.get(scene, 0)]
+                      for name in sorted(names)]
+        previous = counts
+    return {p: sorted(subsets[p], key=lambda r: (SCENES.index(r[1]), r[0])) for p in percents}
 
 
 def _check_out_dir(out):

@@ -42,27 +42,31 @@ def device_of(filename):
     return suffix if suffix in DEVICES else None
 
 
-def _read_table(path, header):
-    """Rows of a tab-separated file with the given header, as (line number, fields) pairs."""
+def _read_table(path, header, extra_columns=False):
+    """Rows of a tab-separated file with the given header, as (line number, fields) pairs. With
+    `extra_columns`, the header must name `header`'s columns (in any order, among others: the DCASE 2024
+    baseline's split files carry filename, scene_label, identifier, source_label) and rows hold just them."""
     if not path.is_file():
         raise DatasetError(f"{path}: missing (expected the TAU layout with {path.name})")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetError(f"{path}: cannot read ({e})") from None
-    if not lines or tuple(f.strip() for f in lines[0].split("\t")) != header:
-        found = lines[0].strip() if lines else "an empty file"
+    found = tuple(f.strip() for f in lines[0].split("\t")) if lines else ()
+    if found != header and not (extra_columns and set(header) <= set(found)):
+        shown = lines[0].strip() if lines else "an empty file"
         raise DatasetError(f"{path}: line 1: expected the tab-separated header "
-                           f"{' '.join(header)!r}, found {found!r}")
+                           f"{' '.join(header)!r}{' (other columns allowed)' if extra_columns else ''}, found {shown!r}")
+    columns = [found.index(h) for h in header]
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue  # tolerate blank lines, e.g. a trailing newline
         fields = [f.strip() for f in line.split("\t")]
-        if len(fields) != len(header) or not fields[0]:
-            raise DatasetError(f"{path}: line {number}: malformed row, expected {len(header)} "
-                               f"tab-separated fields ({', '.join(header)}), got {line!r}")
-        rows.append((number, fields))
+        if len(fields) != len(found) or not fields[columns[0]]:
+            raise DatasetError(f"{path}: line {number}: malformed row, expected {len(found)} "
+                               f"tab-separated fields ({', '.join(found)}), got {line!r}")
+        rows.append((number, [fields[i] for i in columns]))
     return rows
 
 
@@ -165,7 +169,7 @@ def read_train_subset(root, name, check_audio=True):
     train = {c.filename: c for c in read_split(root, "train", check_audio=False)}
     path = subset_path(root, name)
     clips, seen = [], set()
-    for number, (filename, scene) in _read_table(path, SPLIT_HEADERS["train"]):
+    for number, (filename, scene) in _read_table(path, SPLIT_HEADERS["train"], extra_columns=True):
         if filename in seen:
             raise DatasetError(f"{path}: line {number}: {filename!r} is listed twice")
         seen.add(filename)

@@ -25,8 +25,9 @@ MODELS = {
     "bc_resnet_asc_8": ("bc_resnet_asc", {"base_channels": 80}, "BC-ResNet-ASC-8 (c=80) + ResNorm, Table 1"),
     "bc_resnet_asc_dcase2024_fp16": ("bc_resnet_asc", {"base_channels": 34},
                                      "largest BC-ResNet-ASC + ResNorm (c=34) within the 2022+ limits stored in fp16"),
-    "bc_resnet_asc_dcase2024_int8": ("bc_resnet_asc", {"base_channels": 49},
-                                     "largest BC-ResNet-ASC + ResNorm (c=49) within the 2022+ limits stored in int8"),
+    "bc_resnet_asc_dcase2024_int8": ("bc_resnet_asc", {"base_channels": 47},
+                                     "largest BC-ResNet-ASC + ResNorm (c=47) within the 2022+ limits with 8-bit "
+                                     "conv weights and fp16 norms/biases"),
     "bc_resnet_8": ("bc_resnet_original", {"tau": 8, "sub_bands": 4},
                     "original BC-ResNet-8 (KWS layout, time dilation), 4 SSN groups, Table 2"),
     "cp_resnet": ("cp_resnet", {"base_channels": 64, "rho": 5}, "CP-ResNet (c=64, rho=5), Table 2"),
