@@ -132,41 +132,17 @@ def report(run_dirs):
     """Markdown with both Table 3 variants, and the data behind them. A run given twice (or inside two
     given folders) counts once."""
     run_dirs = list(dict.fromkeys(Path(r).resolve() for r in run_dirs))
-    run_dirs, twins = unique_runs(run_dirs)
     repeated = []
     data = {which: aggregate(run_dirs, which, repeated if which == "last" else None) for which in ("last", "best")}
-    data["duplicates"] = {str(k): str(v) for k, v in twins.items()}
+    data["duplicates"] = repeated
     text = (format_aggregate(data["last"], "Last epoch — accuracy (%) on the evaluate split, mean over seeds")
             + "\n\n" + format_aggregate(data["best"], "Best epoch — accuracy (%) on the evaluate split at the epoch "
                                         "chosen on the split named per row: validation (held-out training "
                                         "locations) or evaluate (the paper's 'early stopping'; optimistic)",
                                         chosen_on=True))
-    if twins:
-        text += "\n\n" + "\n".join(f"(counted once: {dup} repeats {kept}: same recipe, seed and data)"
-                                    for dup, kept in twins.items())
     if repeated:
-        text += "\n\nCounted once (a seed repeated within a row): " + "; ".join(repeated)
+        text += "\n\n" + "\n".join(f"(counted once: {line})" for line in repeated)
     return text, data
-
-
-def unique_runs(run_dirs):
-    """(runs, {skipped: the run it repeats}): one run per (recipe incl. seed, dataset fingerprint), so that a
-    run and a sweep's seed<N> of the same recipe and seed — the same training — count once."""
-    seen, kept, twins = {}, [], {}
-    for run in run_dirs:
-        config, _ = load_run(run)
-        if "train" not in config:  # no recipe (hand-made run folder): nothing to tell two seeds apart by
-            kept.append(run)
-            continue
-        data_file = RunDir(run).path / "data.json"
-        fingerprint = data_file.read_text() if data_file.is_file() else ""
-        key = json.dumps(recipe_of(config), sort_keys=True) + fingerprint
-        if key in seen:
-            twins[run] = seen[key]
-        else:
-            seen[key] = run
-            kept.append(run)
-    return kept, twins
 
 
 def plot_confusion(m, path, title=""):
