@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from runner import measured, mean_std, pct, run_all, tinyasc, warmup_sets
+from runner import measured, mean_std, pct, run_all, tinyasc, warmup_sets, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MIXSTYLE = ["train.freq_mixstyle_p=0.4", "train.freq_mixstyle_alpha=0.3"]
@@ -88,13 +88,9 @@ def main():
     first = next((run_dir(args, row, seed) / "results.json" for seed in args.seeds for row in ROWS
                   if (run_dir(args, row, seed) / "results.json").is_file()), None)
     steps = json.loads(first.read_text()).get("steps", 0) if first else 0
-    out = Path(args.results)
     meta = {"epochs": args.epochs, "steps": steps, "paper_steps": STEPS_PAPER, "seeds": args.seeds, "amp": args.amp,
             "extra_sets": args.set, "data": Path(args.data).name}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(args, table, steps))
-    print(markdown(args, table, steps))
-
+    write_results(args.results, meta, table, markdown(args, table, steps))
 
 if __name__ == "__main__":
     main()

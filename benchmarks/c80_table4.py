@@ -8,11 +8,12 @@ Writes benchmarks/results/c80_table4.{json,md}.
     python benchmarks/c80_table4.py --data data/synthetic --runs runs/c80t3 --out-runs runs/c80t4 --epochs 5 --seeds 0 1 2"""
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 
-from runner import measured, mean_std, pct, run_all, tinyasc
+from runner import measured, mean_std, pct, run_all, tinyasc, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIANTS = {  # name: (config, extra compress arguments, label)
@@ -26,7 +27,10 @@ VARIANTS = {  # name: (config, extra compress arguments, label)
 def teacher_row(args):
     if args.teacher_row:
         return args.teacher_row
-    table3 = json.loads((ROOT / "benchmarks" / "results" / "c80_table3.json").read_text())["rows"]
+    path = ROOT / "benchmarks" / "results" / "c80_table3.json"
+    if not path.is_file():
+        sys.exit(f"{path}: missing; run benchmarks/c80_table3.py first, or name the teacher with --teacher-row")
+    table3 = json.loads(path.read_text())["rows"]
     resnorm_rows = {row: t for row, t in table3.items() if row.startswith("resnorm") and "val_accuracy" in t["mean"]}
     return max(resnorm_rows, key=lambda row: resnorm_rows[row]["mean"]["val_accuracy"])  # chosen on validation
 
@@ -108,12 +112,8 @@ def main():
     if not args.summary_only:
         run_all(args.jobs, [lambda v=v, s=s: compress(args, row, v, s) for s in args.seeds for v in VARIANTS])
     table = summarise(args, row)
-    out = Path(args.results)
     meta = {"teacher_row": row, "epochs": args.epochs, "seeds": args.seeds, "data": Path(args.data).name}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(args, row, table))
-    print(markdown(args, row, table))
-
+    write_results(args.results, meta, table, markdown(args, row, table))
 
 if __name__ == "__main__":
     main()

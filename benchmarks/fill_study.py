@@ -8,10 +8,9 @@ and resumes cut runs. Writes benchmarks/results/fill_study_<name>.{json,md}.
     python benchmarks/fill_study.py --config configs/bc_resnet_asc_8_resnorm.toml --name c80 --epochs 10 --seeds 0 \\
         --rows off clip_mean/both bin_mean/both bin_noise/both"""
 import argparse
-import json
 from pathlib import Path
 
-from runner import measured, mean_std, pct, run_all, tinyasc, warmup_sets
+from runner import measured, mean_std, pct, run_all, tinyasc, warmup_sets, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 MASKS = {"both": [], "time": ["train.spec_freq_masks=0"], "freq": ["train.spec_time_masks=0"]}
@@ -75,12 +74,9 @@ def main():
     if not args.summary_only:
         run_all(args.jobs, [lambda row=row, seed=seed: train(args, row, seed) for seed in args.seeds for row in args.rows])
     table = summarise(args, args.rows)
-    out = ROOT / "benchmarks" / "results" / f"fill_study_{args.name}"
     meta = {"config": args.config, "epochs": args.epochs, "seeds": args.seeds, "extra_sets": args.set,
             "data": Path(args.data).name}
-    out.with_suffix(".json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(args, table))
-    print(markdown(args, table))
+    write_results(ROOT / "benchmarks" / "results" / f"fill_study_{args.name}", meta, table, markdown(args, table))
 
 
 if __name__ == "__main__":

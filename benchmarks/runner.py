@@ -77,3 +77,14 @@ def pct(summary, key):
     if key not in summary["mean"]:
         return "–"
     return f"{100 * summary['mean'][key]:.1f} ± {100 * summary['std'][key]:.1f}"
+
+
+def write_results(path, meta, table, text):
+    """Write PATH.json ({**meta, "rows": table}) and PATH.md (text) and print the text; refuse, with one
+    line, a table without a finished run, so a wrong --runs never overwrites committed results."""
+    if not table:
+        sys.exit(f"no finished run to summarise (check --runs); {path}.json and .md left as they were")
+    path = Path(path)
+    path.with_suffix(".json").write_text(json.dumps({**meta, "rows": table}, indent=2) + "\n")
+    path.with_suffix(".md").write_text(text)
+    print(text)

@@ -139,7 +139,7 @@ def prepare_run_dir(run_dir, exp, resume, force, data=None):
         saved_data = run / DATA_FILE
         if data and saved_data.is_file():
             before = json.loads(saved_data.read_text())
-            for name, digest in (before.get("inputs") or {}).items():  # runs from before issue 25 have none
+            for name, digest in (before.get("inputs") or {}).items():  # runs started before input digests have none
                 if (data.get("inputs") or {}).get(name) != digest:
                     raise TinyascError(f"{run.path}: --resume with a changed {name} (its content differs from when "
                                        "the run started); start a new run, or restore the file")
@@ -278,7 +278,7 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
         labels, devices = data.labels, data.devices
     else:
         labels, devices = np.array([c.label for c in clips]), np.array([c.device for c in clips])
-    probs, classes, general_probs = [], None, []
+    probs, classes, general_probs, routed = [], None, [], False
     for path in paths:
         # the weights at the deployment storage (the fp16 preset in fp16, …): the weights a submission runs
         model, feature_cfg, model_classes, payload, storage = deployed_checkpoint(path)
@@ -293,6 +293,7 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
             x = cache.features
         logits = batch_logits(model, x, progress=progress)
         general_probs.append(softmax(logits))
+        routed = routed or bool(payload.get("device_models"))
         for device, device_model in device_models(path, model).items():  # a devices.pt routes by device
             rows = np.flatnonzero(devices == device)
             if len(rows):
@@ -302,15 +303,9 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
         raise TinyascError(f"{paths[0]}: the model knows {len(classes)} classes but the data has labels up to "
                            f"{labels.max()} ({SCENES[labels.max()] if labels.max() < len(SCENES) else labels.max()})")
     result = metrics(ensemble(probs), labels, devices, classes)
-    if any(device_models_in(path) for path in paths):  # DCASE 2025 reports both: device-specific and general
+    if routed:  # DCASE 2025 reports both: device-specific and general
         result["general"] = metrics(ensemble(general_probs), labels, devices, classes)
     return result
-
-
-def device_models_in(path):
-    from tinyasc.checkpoint import read_checkpoint
-
-    return bool(read_checkpoint(path).get("device_models"))
 
 
 DEMO_EPOCHS = 20
