@@ -190,7 +190,7 @@ def cmd_train(args):
         from tinyasc.evaluate import format_table
 
         print(format_table([(f"{exp.name} (last epoch)", results["last"]),
-                            (f"{exp.name} (best epoch {results['best_epoch']})", results["best"])]))
+                            (f"{exp.name} (best epoch {results['best_epoch']}, chosen on {results['selected_on']['split']})", results["best"])]))
         _print_rules(results)
     return 0
 
