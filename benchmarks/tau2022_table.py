@@ -75,7 +75,7 @@ def main():
                       for d in sorted(set(devices))}
         per_class = [float((pred[labels == k] == k).mean()) for k in sorted(set(labels))]
         comparison[label] = {"accuracy": float((pred == labels).mean()), "macro_accuracy": float(np.mean(per_class)),
-                             "per_device": per_device, "device_models": sorted(clf.device_classifiers)}
+                             "per_device": per_device, "device_models": clf.routed_devices}
     write(rows, comparison, args)
 
 

@@ -1,8 +1,13 @@
 """Shared test settings and fixtures: a small synthetic TAU-layout benchmark generated once per session."""
+import os
+import tempfile
+
 import pytest
 import torch
 
 torch.set_num_threads(2)
+# the checkpoints' exported graphs go to a cache of this run (and its subprocesses), never the user's
+os.environ["TINYASC_ONNX_CACHE"] = tempfile.mkdtemp(prefix="tinyasc-test-onnx-")
 
 
 @pytest.fixture(scope="session")

@@ -379,7 +379,7 @@ def test_resume_refuses_a_run_whose_teacher_logits_changed(setup, tmp_path):
     (run / "last.pt").write_bytes(b"")  # an interrupted run
     prepare_run_dir(run, exp, True, False, {"sha256": "d", "inputs": input_digests(exp.train)})  # unchanged: fine
     logits.write_bytes(b"another teacher")
-    with pytest.raises(TinyascError, match="changed train.teacher_logits"):
+    with pytest.raises(TinyascError, match="train.teacher_logits changed"):
         prepare_run_dir(run, exp, True, False, {"sha256": "d", "inputs": input_digests(exp.train)})
 
 
@@ -428,3 +428,24 @@ def test_sweep_refuses_a_finished_seed_of_another_recipe_and_says_why(setup, tmp
 
     with pytest.raises(TinyascError, match=r"holds a finished run of another recipe \(train.epochs 1 ≠ 4\)"):
         sweep(exp, setup["data"], tmp_path, [0], progress=False)
+
+
+def test_compress_resume_refuses_a_changed_teacher(setup, tmp_path, capsys):
+    """Issue 25, root cause 3: --resume did not notice a changed compress teacher (up to 63 int8 codes apart
+    from an uninterrupted run)."""
+    import shutil
+
+    teacher = tmp_path / "teacher.pt"
+    shutil.copy(setup["ckpt"], teacher)
+    out = tmp_path / "c"
+    args = ["compress", str(teacher), "--data", setup["data"], "--out", str(out), "--epochs", "1", "--quiet",
+            "--set", "train.batch_size=16"]
+    assert main(args) == 0
+    (out / "results.json").unlink()  # as if cut after its last epoch's checkpoint
+    shutil.copy(setup["root"] / "run" / "best.pt", teacher)  # another file at the teacher's path
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("tinyasc: error:") == 1 and "the teacher changed" in err, err
+    assert not (out / "results.json").exists()
+    shutil.copy(setup["ckpt"], teacher)  # the teacher restored: the run finishes
+    assert main([*args, "--resume"]) == 0 and (out / "results.json").is_file()

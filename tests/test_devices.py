@@ -1,6 +1,8 @@
 """Device-specific models and the DCASE 2025 inference interface: fine-tune per training device into one
 checkpoint, route files by device id (unknown ids → the general model), logits + class order out, and
 the 2025 complexity rules per device model — tested the way the 2025 template's evaluation calls it."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -31,8 +33,8 @@ def bundle(small_benchmark, tmp_path_factory):
 def test_one_checkpoint_holds_the_general_model_and_one_model_per_training_device(bundle):
     train_devices = {c.device for c in read_split(bundle["data"], "train")}
     clf = load(bundle["devices"])
-    assert set(clf.device_classifiers) == set(bundle["results"]) and "a" in clf.device_classifiers
-    assert set(clf.device_classifiers) <= train_devices
+    assert set(clf.routed_devices) == set(bundle["results"]) and "a" in clf.routed_devices
+    assert set(clf.routed_devices) <= train_devices
     x = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
     general = clf.predict(x).probabilities
     tuned = clf.for_device("a").predict(x).probabilities
@@ -91,3 +93,30 @@ def test_evaluate_routes_a_device_checkpoint_by_each_clips_device(bundle):
     for device in ("s4", "s5", "s6"):  # no device model: the general model's predictions, unchanged
         assert routed["per_device"][device] == general["per_device"][device]
     assert routed["per_device"]["a"]["log_loss"] != general["per_device"]["a"]["log_loss"]
+
+
+def test_a_rerun_after_an_interruption_keeps_finished_devices_and_refuses_a_changed_general_model(bundle, tmp_path):
+    """Issue 25: a re-run of finetune-devices used to retrain every device, overwrite finished ones without
+    --force and append epochs 1, 2, 1, 2 to metrics.jsonl."""
+    import shutil
+
+    from tinyasc.checkpoint import read_checkpoint
+    from tinyasc.errors import TinyascError
+
+    out = tmp_path / "dev"
+    shutil.copytree(bundle["root"] / "dev", out)
+    (out / "devices.pt").unlink()  # cut before the bundle was written, while the last device was finishing
+    cut = sorted(bundle["results"])[-1]
+    (out / cut / "results.json").unlink()
+    kept = {d: (out / d / "last.pt").stat().st_mtime_ns for d in bundle["results"]}
+    args = dict(sets=["train.epochs=1", "train.batch_size=4"], min_clips=2, progress=False)
+    with pytest.raises(TinyascError, match="the general model changed"):  # another general model: not this run's devices
+        finetune_devices(bundle["root"] / "general" / "best.pt", bundle["data"], out, **args)
+    results = finetune_devices(bundle["general"], bundle["data"], out, **args)
+    assert results == bundle["results"]
+    assert {d: (out / d / "last.pt").stat().st_mtime_ns for d in kept} == kept  # nothing retrained
+    for device in bundle["results"]:
+        epochs = [json.loads(line)["epoch"] for line in (out / device / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1], (device, epochs)
+    before, after = read_checkpoint(bundle["devices"]), read_checkpoint(out / "devices.pt")
+    assert after["device_models_sha256"] == before["device_models_sha256"]

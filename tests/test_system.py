@@ -65,3 +65,36 @@ def test_the_re_exec_keeps_the_process_arguments_and_happens_once():
                          text=True, env=CLEAN)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["allocator"] == "tcmalloc"
+
+
+def test_bf16_autocast_is_refused_on_a_cpu_without_bf16_instructions():
+    """Issue 26: emulated bf16 trains ~100x slower than fp32 on an AVX2-only CPU, and nothing said so."""
+    from tinyasc.errors import TinyascError
+    from tinyasc.system import check_amp, native_bf16
+
+    assert not native_bf16(["avx", "avx2", "fma"]) and native_bf16(["avx2", "avx512_bf16"])
+    assert native_bf16(["amx_bf16"]) and native_bf16(["asimd", "bf16"])
+    with pytest.raises(TinyascError, match="runtime.amp=bf16: this CPU has no bf16 instructions"):
+        check_amp("bf16", "cpu", flags=["avx2"])
+    check_amp("bf16", "cpu", flags=["avx512_bf16"])  # a CPU with bf16: allowed
+    check_amp("bf16", "cuda", flags=["avx2"])  # CUDA autocast does not depend on the CPU
+    check_amp("off", "cpu", flags=["avx2"])
+
+
+def test_train_refuses_bf16_before_any_work_where_the_cpu_lacks_it(small_benchmark, tmp_path, monkeypatch, capsys):
+    import tinyasc.system
+
+    monkeypatch.setattr(tinyasc.system, "cpu_flags", lambda: ["avx", "avx2"])
+    out = tmp_path / "run"
+    code = main(["train", "--data", str(small_benchmark), "--out", str(out), "--set", "runtime.amp='bf16'",
+                 "--set", "train.epochs=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("tinyasc: error:") == 1 and "no bf16 instructions" in err, err
+    assert not out.exists()
+
+
+def test_info_system_says_whether_the_cpu_has_bf16(capsys):
+    assert main(["info", "--system", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert isinstance(info["native_bf16"], bool) and info["native_bf16"] == any(
+        f in info["cpu_flags"] for f in ("avx512_bf16", "amx_bf16", "bf16"))

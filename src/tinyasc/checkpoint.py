@@ -130,12 +130,13 @@ def stored_bits(payload):
     return (payload.get("quantization") or {}).get("bits")
 
 
-def device_models(path, general=None):
+def device_models(path, general=None, payload=None):
     """{device: float model in eval mode} of a device-specific checkpoint (`tinyasc finetune-devices`;
-    {} for an ordinary one), each checked against its stored SHA-256."""
+    {} for an ordinary one), each checked against its stored SHA-256. `payload`: the checkpoint dict
+    already read from `path` (not read again)."""
     import copy
 
-    payload = read_checkpoint(path)
+    payload = payload if payload is not None else read_checkpoint(path)
     if not payload.get("device_models"):
         return {}
     general = general if general is not None else load_checkpoint(path)[0]

@@ -325,14 +325,14 @@ def cmd_export(args):
         print(f"tinyasc: writing {out} (an exported model's name ends in .onnx)", file=sys.stderr)
     check_output(out, force=args.force)
     check_output(sidecar_path(out), force=args.force)  # the sidecar is never overwritten without --force either
-    export(args.checkpoint, out, int8=args.int8, calibrate=args.calibrate)
+    export(args.checkpoint, out, int8=args.int8, calibrate=args.calibrate, device_model=args.device_model)
     return 0
 
 
 def cmd_predict(args):
     from tqdm.auto import tqdm
 
-    from tinyasc.predict import MODEL_EXTENSIONS, collect_inputs, load, read_device_ids, write_submission
+    from tinyasc.predict import MODEL_EXTENSIONS, check_routing, collect_inputs, load, read_device_ids, write_submission
 
     models, inputs = [], list(args.paths)
     while inputs and inputs[0].lower().endswith(MODEL_EXTENSIONS):  # models first, recognised by extension
@@ -356,6 +356,8 @@ def cmd_predict(args):
     if args.relative_to and not args.logits:
         raise TinyascError("--relative-to names the keys of a --logits file; give --logits OUT.npz too")
     device_ids = read_device_ids(args.device_ids, files) if args.device_ids else None
+    if device_ids is not None:
+        print(f"tinyasc: {check_routing(clf, device_ids, f'--device-ids {args.device_ids}')}", file=sys.stderr)
     _, failed = write_submission(clf, files, args.out, batch_size=args.batch_size, workers=args.workers,
                                  device_ids=device_ids, overwrite=args.force,
                                  logits_out=args.logits, relative_to=args.relative_to,
@@ -636,6 +638,8 @@ def build_parser():
     p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--int8", action="store_true", help="int8 convolution weights: a compressed checkpoint's own QAT codes and scales, or static quantization of a float checkpoint calibrated on --calibrate DIR")
     p.add_argument("--calibrate", metavar="DIR", help="folder of audio files for int8 activation ranges")
+    p.add_argument("--device-model", metavar="ID", help="a devices.pt (finetune-devices): the model to export, "
+                   "'general' or a device id (one ONNX file per model)")
     p.add_argument("--out", required=True, help="model.onnx; the sidecar is written as model.onnx.json")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_export)

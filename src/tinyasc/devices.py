@@ -12,8 +12,9 @@ from tinyasc.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from tinyasc.errors import TinyascError
 from tinyasc.experiment import experiment_from_sections
 from tinyasc.lock import run_lock
-from tinyasc.paths import check_output, write_json
-from tinyasc.runs import DATA_FILE, check_dataset, dataset_fingerprint, load_splits
+from tinyasc.paths import check_output, content_sha256
+from tinyasc.rundir import RunDir
+from tinyasc.runs import check_dataset, check_same_run, dataset_fingerprint, load_splits, prepare_run_dir
 from tinyasc.train import fit
 
 # The fine-tuning recipe per device (ours; the 2025 baseline fine-tunes briefly at a low rate)
@@ -60,30 +61,36 @@ def finetune_devices(checkpoint, data_root, out_dir, *, sets=(), min_clips=32, f
     if not devices:
         raise TinyascError(f"{data_root}: no training device has {min_clips} clips (one batch) to fine-tune on")
     states, results = {}, {}
+    general_sha = content_sha256(checkpoint)
+    fingerprint = dataset_fingerprint(data_root, train_split)
     with run_lock(out, what="finetune-devices"):
         for device in devices:
-            model = copy.deepcopy(general).train()
-            run = out / device
-            if run.exists() and force:
-                for f in run.iterdir():
-                    f.unlink()
-            run.mkdir(parents=True, exist_ok=True)
-            write_json(run / "config.json", exp.resolved())
-            # the device is part of the run's identity: `report` keeps each device's fine-tune in its own row
-            write_json(run / DATA_FILE, {**dataset_fingerprint(data_root, train_split), "train_split": train_split,
-                                         "device": device})
+            run = RunDir(out / device)
+            # the device and the general model are part of the run's identity: `report` keeps each device's
+            # fine-tune in its own row, and a re-run reuses a device's run only if nothing changed
+            data = {**fingerprint, "train_split": train_split, "device": device, "inputs": {"the general model": general_sha}}
+            if run.results.is_file() and not force:  # finished by an earlier, interrupted call: keep it
+                check_same_run(run.path, exp, data, doing="re-running finetune-devices (--force retrains)")
+                states[device] = {k: v.detach().cpu() for k, v in load_checkpoint(run.last)[0].state_dict().items()}
+                results[device] = run.read_results()["last"]
+                if progress:
+                    print(f"device {device}: finished in {run.path}; kept")
+                continue
+            resume = run.last.is_file() and not force
+            prepare_run_dir(run.path, exp, resume, force, data)
+            if progress:
+                print(f"{'resuming' if resume else 'fine-tuning'} on device {device}: "
+                      f"{int((train.devices == device).sum())} clips")
             evaluate_device = device_split(evaluate, device)
             if len(evaluate_device) == 0:  # a device with no evaluate clips: judge on all of them
                 evaluate_device = evaluate
-            if progress:
-                print(f"fine-tuning on device {device}: {int((train.devices == device).sum())} clips")
             validation_device = device_split(validation, device) if validation else None
             if validation_device is not None and len(validation_device) == 0:  # no held-out clip of this device
                 validation_device = validation
-            result = fit(model, payload["arch"], device_split(train, device), evaluate_device, exp, run,
-                         validation=validation_device,
-                         progress=progress, extra_checkpoint={"clip_samples": payload.get("clip_samples"),
-                                                             "device": device})
+            model = copy.deepcopy(general).train()
+            result = fit(model, payload["arch"], device_split(train, device), evaluate_device, exp, run.path,
+                         resume=resume, validation=validation_device, progress=progress,
+                         extra_checkpoint={"clip_samples": payload.get("clip_samples"), "device": device})
             states[device] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
             results[device] = result["last"]
         extra = {k: v for k, v in payload.items() if k not in ("format", "version", "arch", "model_config",

@@ -305,13 +305,37 @@ def calibration_features(folder, feature_cfg, clip_seconds, max_windows=CALIBRAT
 # ---------------------------------------------------------------------------------------------
 # The whole export
 
-def export(checkpoint, out, int8=False, calibrate=None, tolerance=TOLERANCE, log=print):
+def pick_device_model(checkpoint, model, payload, device_model):
+    """The model of a device-specific checkpoint (`finetune-devices`' devices.pt) that `device_model` names
+    ("general" or a device id), or `model` for an ordinary checkpoint; one ONNX file holds one network."""
+    from tinyasc.checkpoint import device_models
+
+    devices = sorted(payload.get("device_models") or {})
+    if not devices:
+        if device_model not in (None, "general"):
+            raise TinyascError(f"--device-model {device_model}: {checkpoint} has no device-specific models")
+        return model
+    if device_model is None:
+        raise TinyascError(f"{checkpoint}: holds the general model and {len(devices)} device models "
+                           f"({', '.join(devices)}); an ONNX file takes one: export each with --device-model "
+                           "general or --device-model ID")
+    if device_model == "general":
+        return model
+    key = str(device_model).strip().lower()
+    if key not in devices:
+        raise TinyascError(f"--device-model {device_model}: {checkpoint} has models for general, {', '.join(devices)}")
+    return device_models(checkpoint, model, payload)[key]
+
+
+def export(checkpoint, out, int8=False, calibrate=None, tolerance=TOLERANCE, log=print, device_model=None):
     """Export `checkpoint` to ONNX at `out` (+ sidecar). int8 of a float checkpoint needs `calibrate`,
     a folder of audio files whose features set the activation ranges; a compressed checkpoint brings
-    its own int8 weights (`qat_int8`), and `calibrate` then adds int8 activations. Nothing reaches
-    `out` before the checks pass. Returns the sidecar dict."""
+    its own int8 weights (`qat_int8`), and `calibrate` then adds int8 activations. A devices.pt needs
+    `device_model` ("general" or a device id). Nothing reaches `out` before the checks pass. Returns the
+    sidecar dict."""
     out = Path(out)
     model, feature_cfg, classes, payload = load_checkpoint(checkpoint)
+    model = pick_device_model(checkpoint, model, payload, device_model)
     clip_seconds = clip_seconds_of(payload)
     frames = feature_cfg.num_frames(int(round(clip_seconds * feature_cfg.sample_rate)))
     weights = checkpoint_int8_scales(payload) if int8 else None
@@ -349,7 +373,8 @@ def export(checkpoint, out, int8=False, calibrate=None, tolerance=TOLERANCE, log
     sidecar = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "input": ONNX_INPUT, "output": ONNX_OUTPUT,
                "arch": payload["arch"], "model_config": payload["model_config"],
                "feature_config": feature_cfg.to_dict(), "classes": list(classes), "clip_seconds": clip_seconds,
-               "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint)},
+               "source_checkpoint": {"path": str(checkpoint), "sha256": sha256_file(checkpoint),
+                                     **({"device_model": device_model} if device_model else {})},
                "onnx_sha256": sha256_file(out), **report}
     atomic_write(sidecar_path(out), lambda tmp: Path(tmp).write_text(json.dumps(sidecar, indent=2) + "\n"))
     log(f"wrote {out}: {out.stat().st_size / 1024:.1f} KB file, {params['total'] / 1024:.1f} KB non-zero parameters "

@@ -5,6 +5,8 @@ onnxruntime lazily), so export and predict both depend on it and not on each oth
 import hashlib
 import io
 import json
+import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -40,6 +42,53 @@ def onnx_bytes(model, example, fold_bn=True):
                           input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT], do_constant_folding=True,
                           dynamic_axes={ONNX_INPUT: {0: "batch", 3: "frames"}, ONNX_OUTPUT: {0: "batch"}})
     return buffer.getvalue()
+
+
+ONNX_CACHE_ENV = "TINYASC_ONNX_CACHE"  # folder for the graphs of loaded checkpoints; "off": no cache
+CACHE_VERSION = 1  # bump when onnx_bytes changes what it writes
+
+
+def onnx_cache_dir():
+    """Where `cached_onnx_bytes` keeps graphs: $TINYASC_ONNX_CACHE, else $XDG_CACHE_HOME/tinyasc/onnx (default
+    ~/.cache/tinyasc/onnx); None when the variable is "off"."""
+    value = os.environ.get(ONNX_CACHE_ENV, "")
+    if value.lower() == "off":
+        return None
+    return Path(value) if value else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tinyasc" / "onnx"
+
+
+def cache_key(model, example):
+    """A digest of everything the exported graph depends on: the module tree, every parameter and buffer,
+    the input's mel bins, the opset and torch's version."""
+    h = hashlib.sha256(f"{CACHE_VERSION}|{OPSET}|{torch.__version__}|{example.shape[2]}|{model!r}".encode())
+    for name, tensor in model.state_dict().items():
+        h.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_onnx_bytes(model, example, refresh=False):
+    """onnx_bytes(model, example), kept in onnx_cache_dir() under cache_key: exporting imports and traces for
+    seconds (most of a checkpoint's load time), reading a cached graph takes milliseconds. The caller checks
+    the graph against torch; `refresh` re-exports and replaces the cached copy. A cache that cannot be read
+    or written is skipped, never an error."""
+    folder = onnx_cache_dir()
+    path = folder / f"{cache_key(model, example)}.onnx" if folder else None
+    if path is not None and not refresh:
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+    data = onnx_bytes(model, example)
+    if path is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as f:
+                f.write(data)
+            os.replace(f.name, path)
+        except OSError:
+            pass
+    return data
 
 
 def sidecar_path(onnx_path):

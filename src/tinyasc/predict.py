@@ -33,7 +33,7 @@ from tinyasc.errors import TinyascError
 from tinyasc.evaluate import softmax
 from tinyasc.features import FeatureConfig, make_frontend
 from tinyasc.onnxmodel import (  # noqa: F401 (re-exported)
-    OnnxNet, check_graph, onnx_bytes, ort_session, read_sidecar, sidecar_path)
+    OnnxNet, cached_onnx_bytes, check_graph, onnx_bytes, ort_session, read_sidecar, sidecar_path)
 
 CHECKPOINT_EXTENSIONS = (".pt", ".pth", ".ckpt")
 MODEL_EXTENSIONS = CHECKPOINT_EXTENSIONS + (".onnx",)
@@ -96,25 +96,58 @@ def net_of(model, feature_cfg, storage, threads=None, device="cpu", backend="aut
 
 
 class Member:
-    """One model of a Classifier: its network, feature config, classes and window length."""
+    """One model of a Classifier: its network, feature config, classes and window length, and the
+    networks of its device-specific models (DCASE 2025: {device id: net}; empty for most models)."""
 
-    def __init__(self, name, net, feature_cfg, classes, clip_seconds):
+    def __init__(self, name, net, feature_cfg, classes, clip_seconds, device_nets=None):
         self.name, self.net, self.feature_cfg = name, net, feature_cfg
         self.classes, self.clip_seconds = list(classes), float(clip_seconds)
         self.storage = None  # a checkpoint's deployment storage (checkpoint.deploy_storage); None: ONNX file
+        self.device_nets = dict(device_nets or {})
+
+    def for_device(self, device_id):
+        """This member as it classifies recordings of `device_id`: its device model's network if it has
+        one, else itself (the general model)."""
+        if device_id not in self.device_nets:
+            return self
+        member = Member(f"{self.name}[{device_id}]", self.device_nets[device_id], self.feature_cfg, self.classes,
+                        self.clip_seconds)
+        member.storage = self.storage
+        return member
+
+
+def device_key(device_id):
+    """A recording device id as device models are keyed ('A ' → 'a'); None stays None."""
+    return None if device_id is None else str(device_id).strip().lower()
+
+
+def device_groups(device_ids):
+    """[(device id, indices)] of the inputs per device, devices in order of first appearance."""
+    groups = {}
+    for i, device in enumerate(device_ids):
+        groups.setdefault(device_key(device), []).append(i)
+    return list(groups.items())
 
 
 def onnx_net_of(model, feature_cfg, threads=None, tolerance=1e-3):
     """A checkpoint's network as an in-memory ONNX Runtime session: on CPU it runs 3–4× faster than
-    torch eager (benchmarks/inference.py). Checked against torch on a random input when built."""
+    torch eager (benchmarks/inference.py). The graph comes from the export cache when it holds this model
+    (onnxmodel.cached_onnx_bytes; benchmarks/load_time.py), and is checked against torch on a random input
+    either way; a cached graph that disagrees is exported again."""
     example = torch.randn(2, 1, feature_cfg.n_mels, 64, generator=torch.Generator().manual_seed(0))
-    net = OnnxNet(onnx_bytes(model, example), threads)
     with torch.inference_mode():
         ref = model.eval()(example).numpy()
-    diff = float(np.abs(net(example) - ref).max())
-    if not diff <= tolerance * max(1.0, float(np.abs(ref).max())):
-        raise TinyascError(f"ONNX Runtime disagrees with PyTorch by {diff:.2e}; use backend='torch'")
-    return net
+    for refresh in (False, True):
+        try:
+            net = OnnxNet(cached_onnx_bytes(model, example, refresh=refresh), threads)
+        except TinyascError:  # an unreadable cached graph: export again
+            if refresh:
+                raise
+            continue
+        diff = float(np.abs(net(example) - ref).max())
+        if diff <= tolerance * max(1.0, float(np.abs(ref).max())):
+            return net
+    raise TinyascError(f"ONNX Runtime disagrees with PyTorch by {diff:.2e}; use backend='torch'")
 
 
 def load_member(path, threads=None, device="cpu", backend="auto"):
@@ -134,12 +167,14 @@ def load_member(path, threads=None, device="cpu", backend="auto"):
         net = OnnxNet(path, threads, device)
         check_graph(net.session, path, feature_cfg.n_mels, len(meta["classes"]))
         return Member(str(path), net, feature_cfg, meta["classes"], meta.get("clip_seconds", DEFAULT_CLIP_SECONDS))
-    from tinyasc.checkpoint import deployed_checkpoint
+    from tinyasc.checkpoint import apply_storage, deployed_checkpoint, device_models
 
     # the weights the complexity rules count are the weights that predict: fp16 / 8-bit-rounded per storage
     model, feature_cfg, classes, payload, storage = deployed_checkpoint(path)
+    devices = {d: apply_storage(m, storage) for d, m in device_models(path, model, payload).items()}  # devices.pt
+    nets = {d: net_of(m, feature_cfg, storage, threads, device, backend) for d, m in devices.items()}
     member = Member(str(path), net_of(model, feature_cfg, storage, threads, device, backend), feature_cfg, classes,
-                    clip_seconds_of(payload))
+                    clip_seconds_of(payload), device_nets=nets)
     member.storage = storage
     return member
 
@@ -169,12 +204,21 @@ class Classifier:
             self._groups.setdefault((m.feature_cfg, m.clip_seconds), []).append(m)
         self._frontends = {cfg: make_frontend(cfg).to(device).eval() for cfg, _ in self._groups}
         self.show_long_progress = False  # a progress bar per long file (the CLI turns it on)
-        # DCASE 2025: {device id: Classifier} of device-specific models; other devices use this one
-        self.device_classifiers = {}
+        # DCASE 2025: the device ids that some member has a device-specific model for
+        self.routed_devices = sorted(set().union(*(m.device_nets for m in members)))
+        self._by_device = {}
 
     def for_device(self, device_id):
-        """The classifier for recordings of `device_id` (the general one for an unknown or absent id)."""
-        return self.device_classifiers.get(str(device_id).lower(), self) if device_id is not None else self
+        """The classifier for recordings of `device_id`: every member through its model for that device
+        where it has one, else through its general model (an unknown or absent id: this classifier)."""
+        key = device_key(device_id)
+        if key not in self.routed_devices:
+            return self
+        if key not in self._by_device:
+            clf = Classifier([m.for_device(key) for m in self.members], device=self.device)
+            clf.show_long_progress = self.show_long_progress
+            self._by_device[key] = clf
+        return self._by_device[key]
 
     def _window_probs(self, cfg, members, windows):
         """{member id: (n, K) float64 probabilities in self.classes order} for windows (n, samples)."""
@@ -269,11 +313,8 @@ class Classifier:
         if len(device_ids) != len(items):
             raise TinyascError(f"{len(device_ids)} device ids for {len(items)} inputs")
         probs = np.zeros((len(items), len(self.classes)), np.float32)
-        for device in dict.fromkeys(device_ids):
-            index = [i for i, d in enumerate(device_ids) if d == device]
-            clf = self.for_device(device)
-            part = clf.predict([items[i] for i in index], sample_rate, batch_size).probabilities
-            probs[index] = part[:, [clf.classes.index(c) for c in self.classes]]
+        for device, index in device_groups(device_ids):
+            probs[index] = self.for_device(device).predict([items[i] for i in index], sample_rate, batch_size).probabilities
         return Predictions([self.classes[i] for i in probs.argmax(1)], probs)
 
     def _classify_files(self, paths):
@@ -331,17 +372,7 @@ def load(*paths: "str | os.PathLike | list", threads: int | None = None, device:
         paths = tuple(paths[0])
     if device == "cuda" and not torch.cuda.is_available():
         raise TinyascError("--device cuda: no CUDA device is available to torch")
-    clf = Classifier([load_member(p, threads, device, backend) for p in paths], device=device)
-    if len(paths) == 1 and Path(paths[0]).suffix.lower() in CHECKPOINT_EXTENSIONS:
-        from tinyasc.checkpoint import apply_storage, deploy_storage, device_models, load_checkpoint
-
-        general, feature_cfg, classes, payload = load_checkpoint(paths[0])
-        storage = deploy_storage(payload)
-        for name, model in device_models(paths[0], general).items():
-            net = net_of(apply_storage(model, storage), feature_cfg, storage, threads, device, backend)
-            member = Member(f"{paths[0]}[{name}]", net, feature_cfg, classes, clip_seconds_of(payload))
-            clf.device_classifiers[name] = Classifier([member], device=device)
-    return clf
+    return Classifier([load_member(p, threads, device, backend) for p in paths], device=device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,19 +387,15 @@ def submission_row(filename, probs, classes):
 
 
 def _predict_files_by_device(classifier, files, device_ids, batch_size, workers, progress):
-    """predict_files, each file through the model of its device (files in their given order)."""
-    if not device_ids or not classifier.device_classifiers:
+    """predict_files, each file through the models of its device (files in their given order)."""
+    if not device_ids or not classifier.routed_devices:
         yield from classifier.predict_files(files, batch_size, workers, progress=progress)
         return
     results = {}
-    for device in dict.fromkeys(device_ids.get(f) for f in files):
-        group = [f for f in files if device_ids.get(f) == device]
-        clf = classifier.for_device(device)
-        for path, probs, error in clf.predict_files(group, batch_size, workers, progress=progress):
-            if probs is not None:
-                probs = probs[[clf.classes.index(c) for c in classifier.classes]]
-            results[path] = (path, probs, error)
-    yield from (results[f] for f in files)
+    for device, index in device_groups([device_ids.get(f) for f in files]):
+        group = [files[i] for i in index]
+        results.update(zip(index, classifier.for_device(device).predict_files(group, batch_size, workers, progress)))
+    yield from (results[i] for i in range(len(files)))
 
 
 def read_device_ids(path, files):
@@ -390,9 +417,45 @@ def read_device_ids(path, files):
         fields = [f.strip() for f in line.split(sep)]
         if len(fields) != len(header):
             raise TinyascError(f"--device-ids {path}: line {number}: expected {len(header)} fields")
-        table[fields[i]] = fields[j].lower()
+        table[fields[i]] = device_key(fields[j])
     by_name = {Path(k).name: v for k, v in table.items()}
     return {f: table.get(str(f), by_name.get(Path(f).name)) for f in files}
+
+
+def check_routing(classifier, device_ids, where="--device-ids"):
+    """One line saying how `device_ids` ({input: device id or None}) will route `classifier`'s inputs;
+    refuses a classifier without device models and ids that match no input."""
+    if not classifier.routed_devices:
+        names = ", ".join(m.name for m in classifier.members)
+        raise TinyascError(f"{where}: {names} has no device-specific models to route to (an exported .onnx "
+                           "or an ordinary checkpoint; give the devices.pt of `tinyasc finetune-devices`)")
+    matched = [d for d in device_ids.values() if d is not None]
+    if not matched:
+        raise TinyascError(f"{where}: matches none of the {len(device_ids)} inputs (by path, then by file name)")
+    own = sum(d in classifier.routed_devices for d in matched)
+    return (f"{where}: matched {len(matched)} of {len(device_ids)} inputs; {own} go to a device model "
+            f"({', '.join(classifier.routed_devices)}), {len(device_ids) - own} to the general model")
+
+
+def logits_keys(files, relative_to=None):
+    """{file: its key in a teacher-logits file}: the path relative to `relative_to` (a dataset root, so the
+    keys match its CSVs), taken as written (a symlinked audio file keeps its name in the dataset), or the
+    path as given without `relative_to`. Refuses a missing root and a file outside it, naming them."""
+    if relative_to is None:
+        return {f: str(f) for f in files}
+    root = Path(relative_to)
+    if not root.is_dir():
+        raise TinyascError(f"--relative-to {relative_to}: no such dataset folder")
+    lexical, real = Path(os.path.abspath(root)), root.resolve()
+    keys = {}
+    for f in files:
+        try:  # as written first; then with links resolved (a root given through a link)
+            keys[f] = (Path(os.path.abspath(f)).relative_to(lexical) if Path(os.path.abspath(f)).is_relative_to(lexical)
+                       else Path(f).resolve().relative_to(real)).as_posix()
+        except ValueError:
+            raise TinyascError(f"--relative-to {relative_to}: {f} is not inside it; the logits file "
+                               "keys files by their path in the dataset") from None
+    return keys
 
 
 def write_submission(classifier, files, out=None, *, batch_size=16, workers=None, progress=None, on_error=None,
@@ -408,6 +471,7 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
     from tinyasc.checkpoint import atomic_write
 
     files = list(files)
+    keys = logits_keys(files, relative_to) if logits_out is not None else {}  # checked before any work
     workers = workers or os.cpu_count() or 1
     on_error = on_error or (lambda message: print(f"tinyasc: skipped {message}", file=sys.stderr))
     lines, failed, kept = [submission_header(classifier.classes)], [], []
@@ -427,8 +491,7 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
     if logits_out is not None:
         from tinyasc.distill import write_logits
 
-        names = [Path(p).resolve().relative_to(Path(relative_to).resolve()).as_posix() if relative_to else str(p)
-                 for p, _ in kept]
+        names = [keys[p] for p, _ in kept]
         logits = np.log(np.clip(np.array([q for _, q in kept], dtype=np.float64), 1e-12, None)).astype(np.float32)
         write_logits(logits_out, names, logits.reshape(len(kept), len(classifier.classes)), classifier.classes,
                      source=" + ".join(m.name for m in classifier.members))

@@ -21,6 +21,7 @@ from tinyasc.lock import run_lock
 from tinyasc.models import build_model
 from tinyasc.paths import check_output, content_sha256, write_json
 from tinyasc.rundir import RunDir
+from tinyasc.system import check_amp
 from tinyasc.train import Distributed, Split, dist_env, fit, resolve_device
 
 DATA_FILE = "data.json"  # the dataset a run was started on (checked by --resume)
@@ -121,6 +122,33 @@ def check_dataset(data_root, train_split=None):
     return train, evaluate
 
 
+def check_same_run(run_dir, exp, data=None, doing="--resume"):
+    """Refuse, with one line, to continue or reuse the run in RUN_DIR for `exp` on `data` unless it was
+    started with the same recipe (runtime settings such as threads may differ), the same dataset and the
+    same input files."""
+    run = RunDir(run_dir)
+    try:
+        saved = json.loads(run.config.read_text())
+    except (OSError, ValueError) as e:
+        raise TinyascError(f"{run.config}: unreadable run config ({e})") from None
+    if recipe_of(saved) != recipe_of(exp.resolved()):
+        raise TinyascError(f"{run.path}: {doing} with a different config than the run was started with")
+    saved_data = run / DATA_FILE
+    if data and saved_data.is_file():
+        try:
+            before = json.loads(saved_data.read_text())
+        except (OSError, ValueError) as e:
+            raise TinyascError(f"{saved_data}: unreadable ({e})") from None
+        for name, digest in (before.get("inputs") or {}).items():  # runs started before input digests have none
+            if (data.get("inputs") or {}).get(name) != digest:
+                raise TinyascError(f"{run.path}: {doing}, but {name} changed (its content differs from when "
+                                   "the run started); start a new run, or restore the file")
+        if before.get("sha256") != data["sha256"]:
+            raise TinyascError(f"{run.path}: {doing} on other data than the run was started with "
+                               f"({before.get('root')}, {before.get('train_clips')} train clips; now {data['root']}, "
+                               f"{data['train_clips']}) or its files changed")
+
+
 def prepare_run_dir(run_dir, exp, resume, force, data=None):
     """Create RUN_DIR for a new run, or check it for --resume: the same recipe (runtime settings such as
     threads may differ) on the same dataset. Never clobbers a run unless --force."""
@@ -128,25 +156,9 @@ def prepare_run_dir(run_dir, exp, resume, force, data=None):
     if resume:
         if not run.last.is_file():
             raise TinyascError(f"{run.path}: nothing to resume (no {run.LAST})")
-        try:
-            saved = json.loads(run.config.read_text())
-        except (OSError, ValueError) as e:
-            raise TinyascError(f"{run.config}: unreadable run config ({e})") from None
-        if recipe_of(saved) != recipe_of(exp.resolved()):
-            raise TinyascError(f"{run.path}: --resume with a different config than the run was started with")
+        check_same_run(run_dir, exp, data)
         if run.results.is_file():
             raise TinyascError(f"{run.path}: the run is finished ({run.RESULTS}); nothing to resume")
-        saved_data = run / DATA_FILE
-        if data and saved_data.is_file():
-            before = json.loads(saved_data.read_text())
-            for name, digest in (before.get("inputs") or {}).items():  # runs started before input digests have none
-                if (data.get("inputs") or {}).get(name) != digest:
-                    raise TinyascError(f"{run.path}: --resume with a changed {name} (its content differs from when "
-                                       "the run started); start a new run, or restore the file")
-            if before.get("sha256") != data["sha256"]:
-                raise TinyascError(f"{run.path}: --resume on other data than the run was started with "
-                                   f"({before.get('root')}, {before.get('train_clips')} train clips; now {data['root']}, "
-                                   f"{data['train_clips']}) or its files changed")
         return run.path
     check_output(run.path, kind="dir", force=True)  # under a file, not a folder, not writable: one line
     # a folder holding only what a run writes before its first epoch (a run that failed early) is reused
@@ -181,6 +193,7 @@ def run_training(exp, data_root, run_dir, *, resume=False, force=False, cache_di
     Rank 0 holds the run folder's lock for the whole run: a second writer is refused with one line."""
     env = dist_env()
     # before the run dir exists: a typo in --data or a config the data cannot feed must not leave a run behind
+    check_amp(exp.runtime.amp, resolve_device(exp.runtime.device, env.local_rank).type)
     train_clips, _ = check_dataset(data_root, train_split)
     check_input_fits(exp, typical_length(data_root, train_clips, exp.features.sample_rate), SCENES,
                      where=f"--data {data_root}")
@@ -294,7 +307,7 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
         logits = batch_logits(model, x, progress=progress)
         general_probs.append(softmax(logits))
         routed = routed or bool(payload.get("device_models"))
-        for device, device_model in device_models(path, model).items():  # a devices.pt routes by device
+        for device, device_model in device_models(path, model, payload).items():  # a devices.pt routes by device
             rows = np.flatnonzero(devices == device)
             if len(rows):
                 logits[rows] = batch_logits(apply_storage(device_model, storage), x, rows)

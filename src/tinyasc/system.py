@@ -11,6 +11,8 @@ import ctypes.util
 import os
 import sys
 
+from tinyasc.errors import TinyascError
+
 ALLOCATOR_ENV = "TINYASC_ALLOCATOR"  # auto (default) | tcmalloc | jemalloc | mallopt | system
 ALLOCATORS = ("auto", "tcmalloc", "jemalloc", "mallopt", "system")
 _GUARD_ENV = "TINYASC_REEXEC"  # set on the one re-exec that adds LD_PRELOAD, so it never loops
@@ -107,7 +109,7 @@ def allocator():
 def cpu_flags():
     """The CPU's vector ISA flags that matter for torch kernels (Linux /proc/cpuinfo), sorted."""
     wanted = {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-              "amx_bf16", "amx_int8", "amx_tile", "avx_vnni", "neon", "asimd", "sve"}
+              "amx_bf16", "amx_int8", "amx_tile", "avx_vnni", "neon", "asimd", "sve", "bf16"}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -118,12 +120,30 @@ def cpu_flags():
     return []
 
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 AVX-512 BF16 / AMX; Arm's BF16 extension
+
+
+def native_bf16(flags=None):
+    """Whether the CPU computes bf16 in hardware (an AVX-512 BF16, AMX or Arm BF16 flag). Without it torch
+    emulates bf16: matmul ran ≈ 1 GFLOP/s against ≈ 90 fp32 on an AVX2 machine (issue 26)."""
+    return any(flag in BF16_FLAGS for flag in (cpu_flags() if flags is None else flags))
+
+
+def check_amp(amp, device_type="cpu", flags=None):
+    """Refuse, in one line, bf16 autocast on a CPU without bf16 instructions (it would run ~100× slower
+    than fp32, with nothing else to show for it)."""
+    if amp == "bf16" and device_type == "cpu" and not native_bf16(flags):
+        raise TinyascError("runtime.amp=bf16: this CPU has no bf16 instructions (AVX-512 BF16, AMX or Arm BF16; "
+                           "`tinyasc info --system` lists its flags), so bf16 is emulated and trains about 100× "
+                           "slower than fp32; use runtime.amp=off")
+
+
 def describe(torch_info=True):
     """Dict of the process settings: allocator, OpenMP wait policy, threads, torch version, CPU ISA."""
     info = {"allocator": allocator(), "allocator_setting": os.environ.get(ALLOCATOR_ENV, "auto"),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(OpenMP default: active)"),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "(unset)"), "cpus": _cpus(),
-            "python": sys.version.split()[0], "cpu_flags": cpu_flags()}
+            "python": sys.version.split()[0], "cpu_flags": cpu_flags(), "native_bf16": native_bf16()}
     if torch_info:
         import torch
 

@@ -24,6 +24,7 @@ from tinyasc.evaluate import EVAL_BATCH, batch_logits, metrics, softmax
 from tinyasc.models.norm import GlobalFreqNorm
 from tinyasc.paths import atomic_write_text, write_json
 from tinyasc.rundir import RunDir
+from tinyasc.system import check_amp
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ def fit(model: torch.nn.Module, arch: str, train: Split, evaluate: Split, exp, r
                            "(set train.validation > 0, or train.select_split = 'evaluate' for the paper's protocol)")
     env = dist_env()
     device = resolve_device(runtime.device, env.local_rank)
+    check_amp(runtime.amp, device.type)
     ctx = Distributed(device, env)
     # NHWC pays off only where the convolution kernels prefer it (measured: not on this CPU once the
     # allocator is fixed, issue 15), so it is a runtime switch, off by default
