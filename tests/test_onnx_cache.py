@@ -63,3 +63,16 @@ def test_the_cache_can_be_turned_off(counted, tmp_path, monkeypatch):
     load(ckpt)
     load(ckpt)
     assert len(exports) == 2 and not cache.exists()
+
+
+def test_loading_a_checkpoint_reads_it_once_and_builds_one_model(counted, tmp_path, monkeypatch):
+    """Issue 23 item 2: `tinyasc.load` of a plain checkpoint made 3 torch.load calls and 2 model builds."""
+    import tinyasc.checkpoint
+
+    ckpt = checkpoint(tmp_path / "m.pt", 0)
+    reads, builds = [], []
+    real_load, real_build = torch.load, tinyasc.checkpoint.build_model
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    monkeypatch.setattr(tinyasc.checkpoint, "build_model", lambda *a, **k: builds.append(a[0]) or real_build(*a, **k))
+    load(ckpt)
+    assert len(reads) == 1 and len(builds) == 1, (reads, builds)

@@ -10,3 +10,16 @@ DEVICES = ("a", "b", "c", "s1", "s2", "s3", "s4", "s5", "s6")
 # A group's accuracy is pooled over the clips of its devices (tinyasc.evaluate.metrics); on the
 # evaluate split every device has the same number of clips, so it equals the mean of the devices'.
 DEVICE_GROUPS = {"real": ("a", "b", "c"), "seen": ("s1", "s2", "s3"), "unseen": ("s4", "s5", "s6")}
+
+
+def device_key(device_id):
+    """A recording device id as device models are keyed ('A ' → 'a'); None stays None."""
+    return None if device_id is None else str(device_id).strip().lower()
+
+
+def device_groups(device_ids):
+    """[(device id, indices)] of the inputs per device, devices in order of first appearance."""
+    groups = {}
+    for i, device in enumerate(device_ids):
+        groups.setdefault(device_key(device), []).append(i)
+    return list(groups.items())

@@ -29,6 +29,7 @@ from tinyasc.audio import (  # noqa: F401
     to_mono_rate,
     windows_of,
 )
+from tinyasc.dcase import device_groups, device_key
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import softmax
 from tinyasc.features import FeatureConfig, make_frontend
@@ -114,19 +115,6 @@ class Member:
                         self.clip_seconds)
         member.storage = self.storage
         return member
-
-
-def device_key(device_id):
-    """A recording device id as device models are keyed ('A ' → 'a'); None stays None."""
-    return None if device_id is None else str(device_id).strip().lower()
-
-
-def device_groups(device_ids):
-    """[(device id, indices)] of the inputs per device, devices in order of first appearance."""
-    groups = {}
-    for i, device in enumerate(device_ids):
-        groups.setdefault(device_key(device), []).append(i)
-    return list(groups.items())
 
 
 def onnx_net_of(model, feature_cfg, threads=None, tolerance=1e-3):

@@ -13,7 +13,7 @@ import torch.distributed as dist
 from tinyasc.checkpoint import apply_storage, deployed_checkpoint, device_models
 from tinyasc.data.cache import FeatureCache, typical_length
 from tinyasc.data.tau import check_disjoint, read_split, read_train_subset
-from tinyasc.dcase import SCENES
+from tinyasc.dcase import SCENES, device_groups
 from tinyasc.errors import TinyascError
 from tinyasc.evaluate import batch_logits, ensemble, metrics, softmax
 from tinyasc.experiment import check_input_fits, recipe_of
@@ -307,10 +307,10 @@ def evaluate_checkpoints(paths, data_root=None, split="evaluate", cache_dir=None
         logits = batch_logits(model, x, progress=progress)
         general_probs.append(softmax(logits))
         routed = routed or bool(payload.get("device_models"))
-        for device, device_model in device_models(path, model, payload).items():  # a devices.pt routes by device
-            rows = np.flatnonzero(devices == device)
-            if len(rows):
-                logits[rows] = batch_logits(apply_storage(device_model, storage), x, rows)
+        routes = device_models(path, model, payload)  # a devices.pt routes each clip by its device
+        for device, rows in device_groups(devices):
+            if device in routes:
+                logits[rows] = batch_logits(apply_storage(routes[device], storage), x, np.array(rows))
         probs.append(softmax(logits))
     if labels.max(initial=-1) >= len(classes):
         raise TinyascError(f"{paths[0]}: the model knows {len(classes)} classes but the data has labels up to "
