@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from tinyasc.device_response import mel_log_gain, random_response
-from tinyasc.features import FeatureConfig, LogMel
+from tinyasc.features import FeatureConfig
+from tinyasc.frontend import LogMel
 
 RATE = 16000
 DB = 10 / np.log(10)

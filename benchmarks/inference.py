@@ -127,7 +127,8 @@ def job_frontend(rounds):
     as the dense matmul and as the sparse CSR projection that features.py uses)."""
     import torch
 
-    from tinyasc.features import FeatureConfig, LogMel
+    from tinyasc.features import FeatureConfig
+    from tinyasc.frontend import LogMel
 
     cfg = FeatureConfig()
     ref = LogMel(cfg)

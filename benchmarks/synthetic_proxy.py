@@ -22,7 +22,7 @@ from tinyasc.data.synthetic import generate
 from tinyasc.dcase import DEVICE_GROUPS as GROUPS
 from tinyasc.dcase import DEVICES
 from tinyasc.data.tau import read_split
-from tinyasc.features import LogMel
+from tinyasc.frontend import LogMel
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic_proxy.json"
 # Per-clip statistics over time of the (256, T) log-mel x, per frequency. "freq-IN" statistics are

@@ -2,7 +2,7 @@
 allocator. Run under each: for a in system tcmalloc; do TINYASC_ALLOCATOR=$a PYTHONPATH=src python -c
 "from tinyasc.system import setup; setup(); exec(open('benchmarks/train_speed_micro.py').read())"; done"""
 import time, json, torch
-from tinyasc.features import LogMel
+from tinyasc.frontend import LogMel
 from tinyasc.models import create_model
 from tinyasc.system import allocator
 torch.set_num_threads(1)

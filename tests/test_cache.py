@@ -11,7 +11,7 @@ from tinyasc.audio import load_audio
 from tinyasc.data import cache as cache_module
 from tinyasc.data.cache import CACHE_DIRNAME, CACHE_ENV, FeatureCache
 from tinyasc.data.tau import Clip, fix_length
-from tinyasc.features import make_frontend
+from tinyasc.frontend import make_frontend
 from tinyasc.errors import TinyascError
 from tinyasc.features import FeatureConfig
 

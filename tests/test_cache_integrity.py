@@ -20,7 +20,8 @@ from tinyasc.audio import load_audio
 from tinyasc.data import cache as cache_module
 from tinyasc.data.cache import CacheError, FeatureCache, chunk_digests, clean_stale_temporaries
 from tinyasc.data.tau import Clip
-from tinyasc.features import FeatureConfig, make_frontend
+from tinyasc.features import FeatureConfig
+from tinyasc.frontend import make_frontend
 
 CFG = FeatureConfig(n_mels=32)
 

@@ -11,7 +11,8 @@ from tinyasc.compress.pipeline import CompressConfig
 from tinyasc.config import config_from_dict, rule_of
 from tinyasc.errors import TinyascError
 from tinyasc.experiment import load_experiment
-from tinyasc.features import FeatureConfig, make_frontend
+from tinyasc.features import FeatureConfig
+from tinyasc.frontend import make_frontend
 from tinyasc.models import ARCHITECTURES, build_model
 from tinyasc.models.baselines import BCResNetConfig, CPResNetConfig
 from tinyasc.models.bc_resnet import BCResNetASCConfig

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tinyasc.errors import TinyascError
-from tinyasc.features import PCEN, FeatureConfig, LogMel, MelSpectrogram, make_frontend, mel_matrix
+from tinyasc.features import FeatureConfig, mel_matrix
+from tinyasc.frontend import PCEN, LogMel, MelSpectrogram, make_frontend
 
 
 def noisy_tones(seconds=3.0, rate=16000, seed=0):
@@ -55,7 +56,7 @@ def test_pcen_matches_librosa_defaults():
 @pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(n_fft=2560, n_mels=128, f_min=50.0, f_max=7000.0)])
 def test_sparse_mel_projection_equals_the_dense_filterbank_matmul(cfg):
     melspec = MelSpectrogram(cfg)
-    dense = mel_matrix(cfg)
+    dense = torch.from_numpy(mel_matrix(cfg))
     assert torch.equal(melspec.mel, dense) and int((dense > 0).sum(0).max()) <= 2  # ≤ 2 bands per FFT bin
     assert int(melspec.mel_weights.numel()) == int((dense != 0).sum()) <= 2 * dense.shape[1]
     generator = torch.Generator().manual_seed(0)
@@ -99,7 +100,7 @@ def test_config_round_trips_and_digest_tracks_fields():
                                  FeatureConfig(sample_rate=32000, n_fft=4096, win_length=3000, hop_length=500)])
 def test_own_slaney_filterbank_equals_librosa(cfg):
     ref = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.f_min, fmax=cfg.f_max)
-    np.testing.assert_allclose(mel_matrix(cfg).numpy(), ref, rtol=0, atol=1e-6 * ref.max())
+    np.testing.assert_allclose(mel_matrix(cfg), ref, rtol=0, atol=1e-6 * ref.max())
 
 
 def test_tinyasc_does_not_import_librosa_at_run_time():
@@ -108,3 +109,22 @@ def test_tinyasc_does_not_import_librosa_at_run_time():
 
     code = "import sys, tinyasc.features, tinyasc.predict, tinyasc.cli; print('librosa' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(n_fft=2560, win_length=2048, n_mels=128, f_min=50.0),
+                                 FeatureConfig(kind="pcen")])
+def test_the_numpy_front_end_equals_the_torch_one(cfg):
+    """`predict` of an .onnx model runs NumpyFrontend (no torch import); it must feed the network what the
+    torch front end that trained it computes."""
+    from tinyasc.features import NumpyFrontend
+
+    rng = np.random.default_rng(0)
+    waves = np.stack([0.1 * rng.standard_normal(16000), 0.5 * np.sin(np.arange(16000) * 0.07),
+                      np.zeros(16000)]).astype(np.float32)
+    waves[2, 8000:8100] = 0.9  # a click in silence: 12 decades of dynamic range
+    ref = make_frontend(cfg)(torch.from_numpy(waves)).numpy()
+    out = NumpyFrontend(cfg)(waves)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert np.abs(out - ref).max() < 2e-3 * max(1.0, np.abs(ref).max()), np.abs(out - ref).max()
+    one = NumpyFrontend(cfg)(waves[0])  # a 1-D waveform is one clip
+    np.testing.assert_array_equal(one, out[:1])

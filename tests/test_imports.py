@@ -17,7 +17,7 @@ LEVELS = {
     "audio": 2, "augment": 2, "complexity": 2, "features": 2, "models.norm": 2, "evaluate": 2,
     "data.synthetic": 2, "compress.prune": 2, "onnxmodel": 2,
     "submission": 3, "rules": 3, "distill": 2, "device_response": 3, "models.bc_resnet": 3, "data.tau": 3, "compress.distill": 3,
-    "models.baselines": 4, "data.cache": 4,
+    "models.baselines": 4, "data.cache": 4, "frontend": 3,
     "models": 5,  # the registry
     "checkpoint": 6,
     "compress.quantize": 7, "predict": 7, "train": 7,

@@ -1,6 +1,8 @@
 """DCASE Task 1 (TAU Urban Acoustic Scenes Mobile) constants, in one place: the ten scene classes in
 DCASE order, the recording devices and their groups (paper Table 3: real A, B, C; simulated devices
-seen in training S1–S3; unseen S4–S6)."""
+seen in training S1–S3; unseen S4–S6), device ids as device-specific models key them, and the
+softmax that turns a model's logits into the probabilities a submission holds. numpy only."""
+import numpy as np
 
 # label index i is SCENES[i]; the submission files' column order
 SCENES = ("airport", "bus", "metro", "metro_station", "park", "public_square", "shopping_mall",
@@ -23,3 +25,10 @@ def device_groups(device_ids):
     for i, device in enumerate(device_ids):
         groups.setdefault(device_key(device), []).append(i)
     return list(groups.items())
+
+
+def softmax(logits):
+    """Row-wise probabilities of (N, K) logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -15,7 +15,7 @@ from torch.func import functional_call
 
 from tinyasc.audio import load_audio, windows_of
 from tinyasc.errors import TinyascError
-from tinyasc.features import make_frontend
+from tinyasc.frontend import make_frontend
 from tinyasc.predict import CHECKPOINT_EXTENSIONS, clip_seconds_of
 
 MODEL_ENV = "TINYASC_MODEL"  # where load_model(None) looks when no packaged checkpoint is given

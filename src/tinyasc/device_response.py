@@ -53,7 +53,7 @@ def mel_log_gain(ir, cfg=FeatureConfig()):
     idx = np.clip(np.round(f_fine / step).astype(int), 0, len(edges) - 1)
     grid = np.bincount(idx, weights=power, minlength=len(edges)) / np.maximum(
         np.bincount(idx, minlength=len(edges)), 1)
-    M = mel_matrix(cfg).double().numpy()
+    M = mel_matrix(cfg).astype(np.float64)
     gain = np.log(M @ grid + 1e-12) - np.log(M.sum(1) + 1e-12)
     gain -= gain.mean()
     return torch.from_numpy(gain.astype(np.float32))

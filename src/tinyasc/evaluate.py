@@ -5,7 +5,7 @@ Figure 1 all use it)."""
 import numpy as np
 import torch
 
-from tinyasc.dcase import DEVICE_GROUPS, DEVICES
+from tinyasc.dcase import DEVICE_GROUPS, DEVICES, softmax  # noqa: F401 (softmax: re-exported)
 
 # Clips per forward pass in evaluation: larger batches are slower per clip on CPU (activations fall
 # out of cache: c = 80, 10 s clips, 181 ms per clip at 16 vs 357 ms at 128; benchmarks/train_speed_micro.py)
@@ -28,12 +28,6 @@ def batch_logits(model, features, indices=None, batch_size=EVAL_BATCH, device="c
         x = x.to(device, memory_format=torch.channels_last) if channels_last else x.to(device)
         out.append(model(x).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
-
-
-def softmax(logits):
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def log_loss(probs, labels):

@@ -20,7 +20,7 @@ import torch
 from tinyasc.audio import collect_inputs, load_windows
 from tinyasc.checkpoint import atomic_write, load_checkpoint
 from tinyasc.errors import TinyascError
-from tinyasc.features import make_frontend
+from tinyasc.frontend import make_frontend
 from tinyasc.onnxmodel import (
     ONNX_INPUT,
     ONNX_OUTPUT,

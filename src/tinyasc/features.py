@@ -2,16 +2,16 @@
 
 It lives outside the model: the network eats (B, 1, F, T) features, so exported graphs hold only
 the network. A 10 s clip gives 1 + 160000 // 480 = 334 frames (centred frames, zero padding).
+This module is numpy only: the config, the mel filterbank and `NumpyFrontend`, which lets `predict`
+run an exported ONNX model without importing torch. The torch modules (LogMel, PCEN, make_frontend:
+training, feature caches, checkpoints) are in tinyasc.frontend.
 """
 import dataclasses
 import hashlib
 import json
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch import nn
 
 from tinyasc.config import check_fields, config_from_dict, rule
 
@@ -104,98 +104,50 @@ def mel_matrix(cfg):
     falling = ramps[2:] / widths[1:, None]
     fb = np.maximum(0, np.minimum(rising, falling))
     fb *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # Slaney area normalisation
-    return torch.from_numpy(fb.astype(np.float32))
+    return fb.astype(np.float32)
 
 
-class MelSpectrogram(nn.Module):
-    """Waveforms (B, N) → mel power (B, n_mels, T): Hann window, centred frames, zero padding.
-
-    The (256, 1041) filterbank is 99.2% zeros (each FFT bin feeds at most two overlapping triangles),
-    so `project` multiplies by it as a sparse CSR matrix: 2k multiply-adds per frame instead of the
-    dense matmul's 266k, 0.2–0.4 instead of ~1.7 ms per 10 s clip on one CPU thread (more than the
-    STFT took). The CSR arrays are kept as plain buffers (a CSR tensor cannot be deep-copied) and
-    wrapped per call without copying, so `.to(device)`, copies and pickling work as for any module;
-    `mel` keeps the dense matrix (the reference, and the path for devices without sparse kernels)."""
+class NumpyFrontend:
+    """Waveforms (B, N) float32 → features (B, 1, n_mels, T) float32 as tinyasc.frontend's LogMel / PCEN
+    compute them (Hann window, centred frames with zero padding, power, Slaney mel, log or fixed PCEN), in
+    numpy: the front end of an ONNX model when torch is not needed. Equal to the torch front end up to float
+    rounding (tests/test_features.py)."""
 
     def __init__(self, cfg=FeatureConfig()):
-        super().__init__()
         self.cfg = cfg
-        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True), persistent=False)
-        self.register_buffer("mel", mel_matrix(cfg), persistent=False)
-        with warnings.catch_warnings():  # torch warns once per process that CSR support is in beta
-            warnings.simplefilter("ignore")
-            csr = self.mel.to_sparse_csr()
-        self.register_buffer("mel_rows", csr.crow_indices(), persistent=False)  # (n_mels + 1,) row starts
-        self.register_buffer("mel_cols", csr.col_indices(), persistent=False)  # (nnz,) FFT bins
-        self.register_buffer("mel_weights", csr.values(), persistent=False)  # (nnz,) filter values
+        n = cfg.win_length
+        window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)).astype(np.float32)  # periodic Hann
+        left = (cfg.n_fft - n) // 2  # a window shorter than n_fft sits in the middle of the frame, as in torch.stft
+        self.window = np.zeros(cfg.n_fft, np.float32)
+        self.window[left:left + n] = window
+        mel = mel_matrix(cfg)
+        self.bins = np.flatnonzero(mel.any(axis=0))  # the FFT bins any filter reads (the filterbank is sparse)
+        self.mel = np.ascontiguousarray(mel[:, self.bins].T)  # (bins used, n_mels)
 
-    def forward(self, wave):
-        if wave.dim() == 1:
-            wave = wave.unsqueeze(0)
-        spec = torch.stft(wave.float(), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
-                          win_length=self.cfg.win_length, window=self.window, center=True,
-                          pad_mode="constant", return_complex=True)
-        return self.project(spec.real.square() + spec.imag.square())
-
-    def project(self, power):
-        """Power spectra (B, n_fft // 2 + 1, T) → mel power (B, n_mels, T): `mel` @ power, sparsely."""
-        if power.device.type not in ("cpu", "cuda"):  # e.g. MPS: no sparse CSR matmul
-            return torch.matmul(self.mel, power)
-        b, k, t = power.shape
-        mel = torch.sparse_csr_tensor(self.mel_rows, self.mel_cols, self.mel_weights, self.mel.shape,
-                                      check_invariants=False)  # built from valid arrays: no check needed
-        x = torch.sparse.mm(mel, power.transpose(0, 1).reshape(k, b * t))  # (n_mels, B·T)
-        return x.view(-1, b, t).transpose(0, 1).contiguous()
+    def __call__(self, wave):
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim == 1:
+            wave = wave[None]
+        cfg, half = self.cfg, self.cfg.n_fft // 2
+        padded = np.pad(wave, ((0, 0), (half, half)))
+        frames = np.lib.stride_tricks.sliding_window_view(padded, cfg.n_fft, axis=1)[:, ::cfg.hop_length]
+        spec = np.fft.rfft(frames * self.window, axis=-1)[..., self.bins]  # (B, T, bins used)
+        power = (spec.real.astype(np.float32) ** 2 + spec.imag.astype(np.float32) ** 2)
+        mel = (power @ self.mel).transpose(0, 2, 1)  # (B, n_mels, T)
+        if cfg.kind == "logmel":
+            return np.log(mel + np.float32(cfg.log_offset))[:, None].astype(np.float32)
+        return pcen_numpy(mel.astype(np.float64) * cfg.pcen_input_scale, cfg)[:, None].astype(np.float32)
 
 
-class LogMel(nn.Module):
-    """Waveforms (B, N) → log-mel features (B, 1, n_mels, T). On CPU, batches run in chunks of `chunk`
-    clips: per clip, 16 clips at once took 3–4× longer than chunks of 1–2 (cache-sized STFT buffers)."""
-
-    chunk = 2
-
-    def __init__(self, cfg=FeatureConfig()):
-        super().__init__()
-        self.cfg = cfg
-        self.melspec = MelSpectrogram(cfg)
-
-    def forward(self, wave):
-        if wave.dim() == 2 and len(wave) > self.chunk and wave.device.type == "cpu":
-            return torch.cat([self(w) for w in wave.split(self.chunk)])
-        return torch.log(self.melspec(wave) + self.cfg.log_offset).unsqueeze(1)
-
-
-def pcen(energy, cfg=FeatureConfig()):
-    """Per-channel energy normalisation of (…, F, T) energies along T, as librosa.pcen computes it.
-
-    M[t] = b·E[t] + (1 − b)·M[t−1] with M[−1] = 1 (librosa's lfilter_zi start), then
-    PCEN = bias^p · expm1(p · log1p(E · (eps + M)^−gain / bias)).
-    """
+def pcen_numpy(energy, cfg):
+    """tinyasc.frontend.pcen in numpy (float64 (…, F, T) energies along T)."""
     t_frames = cfg.pcen_time_constant * cfg.sample_rate / cfg.hop_length
     b = ((1 + 4 * t_frames**2) ** 0.5 - 1) / (2 * t_frames**2)
-    smooth = torch.empty_like(energy)
-    state = torch.ones_like(energy[..., 0])
-    for t in range(energy.shape[-1]):  # a first-order IIR filter; 334 steps for a 10 s clip
+    smooth = np.empty_like(energy)
+    state = np.ones_like(energy[..., 0])
+    for t in range(energy.shape[-1]):
         state = b * energy[..., t] + (1 - b) * state
         smooth[..., t] = state
-    gain = torch.exp(-cfg.pcen_gain * (torch.log(torch.tensor(cfg.pcen_eps)) + torch.log1p(smooth / cfg.pcen_eps)))
+    gain = np.exp(-cfg.pcen_gain * (np.log(cfg.pcen_eps) + np.log1p(smooth / cfg.pcen_eps)))
     bias, power = cfg.pcen_bias, cfg.pcen_power
-    return bias**power * torch.expm1(power * torch.log1p(energy * gain / bias))
-
-
-class PCEN(nn.Module):
-    """Waveforms (B, N) → fixed PCEN of mel energies (B, 1, n_mels, T) (the paper's 'Fixed PCEN')."""
-
-    def __init__(self, cfg=FeatureConfig(kind="pcen")):
-        super().__init__()
-        self.cfg = cfg
-        self.melspec = MelSpectrogram(cfg)
-
-    def forward(self, wave):
-        energy = self.melspec(wave).double() * self.cfg.pcen_input_scale  # float64: 2^31 scaling
-        return pcen(energy, self.cfg).float().unsqueeze(1)
-
-
-def make_frontend(cfg):
-    """The front end module that `cfg.kind` names."""
-    return LogMel(cfg) if cfg.kind == "logmel" else PCEN(cfg)
+    return bias**power * np.expm1(power * np.log1p(energy * gain / bias))

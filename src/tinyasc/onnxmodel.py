@@ -1,6 +1,6 @@
 """The ONNX model contract shared by `tinyasc export` (writer) and `tinyasc predict` (reader): tensor
 names, the graph export itself, the sidecar `model.onnx.json` (feature config, classes, clip length,
-source checkpoint hash) and the ONNX Runtime session settings. Imports torch/numpy only (and onnx /
+source checkpoint hash) and the ONNX Runtime session settings. Imports numpy only (torch, onnx and
 onnxruntime lazily), so export and predict both depend on it and not on each other."""
 import hashlib
 import io
@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from tinyasc.errors import TinyascError
 
@@ -32,6 +31,8 @@ def sha256_file(path):
 def onnx_bytes(model, example, fold_bn=True):
     """The ONNX graph of eval-mode `model`: input `features` with dynamic batch and time axes.
     fold_bn=False keeps every BatchNormalization (and every conv weight as it is in the state dict)."""
+    import torch
+
     buffer = io.BytesIO()
     # TrainingMode.EVAL runs the exporter's eval peephole pass, which folds Conv→BN; PRESERVE on an
     # eval-mode model exports the same inference-mode graph without that pass.
@@ -60,6 +61,8 @@ def onnx_cache_dir():
 def cache_key(model, example):
     """A digest of everything the exported graph depends on: the module tree, every parameter and buffer,
     the input's mel bins, the opset and torch's version."""
+    import torch
+
     h = hashlib.sha256(f"{CACHE_VERSION}|{OPSET}|{torch.__version__}|{example.shape[2]}|{model!r}".encode())
     for name, tensor in model.state_dict().items():
         h.update(f"|{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
@@ -179,5 +182,5 @@ class OnnxNet:
         self.session = ort_session(path, threads, device)
 
     def __call__(self, features):
-        x = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else features
+        x = features.detach().cpu().numpy() if hasattr(features, "detach") else features  # a torch tensor
         return self.session.run([ONNX_OUTPUT], {ONNX_INPUT: np.ascontiguousarray(x, dtype=np.float32)})[0]

@@ -6,6 +6,8 @@ otherwise); the last window is zero-padded, and window probabilities are average
 window's share of real audio, so a clip shorter than the window is one zero-padded window and a
 10.01 s clip is ~all first window. Decoding and resampling run in a thread pool (libsndfile and soxr
 release the GIL): each worker thread takes a chunk of files through decode, front end and network.
+Exported ONNX models on CPU run without torch (numpy front end, ONNX Runtime): torch is imported only
+for a checkpoint, a CUDA device or a torch tensor given as input.
 """
 import os
 import sys
@@ -16,7 +18,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
 
 from tinyasc.audio import (  # noqa: F401
     AUDIO_EXTENSIONS,
@@ -29,10 +30,9 @@ from tinyasc.audio import (  # noqa: F401
     to_mono_rate,
     windows_of,
 )
-from tinyasc.dcase import device_groups, device_key
+from tinyasc.dcase import device_groups, device_key, softmax
 from tinyasc.errors import TinyascError
-from tinyasc.evaluate import softmax
-from tinyasc.features import FeatureConfig, make_frontend
+from tinyasc.features import FeatureConfig, NumpyFrontend
 from tinyasc.onnxmodel import (  # noqa: F401 (re-exported)
     OnnxNet, cached_onnx_bytes, check_graph, onnx_bytes, ort_session, read_sidecar, sidecar_path)
 
@@ -45,6 +45,12 @@ LONG_FILE_BLOCK = 16  # windows per block when streaming
 # windows per front-end + network call: per-clip cost grows with the batch here (a (B, 1041, 334)
 # complex spectrum is 2.8 MB per clip; BC-ResNet activations ~1.7 MB per clip), 64 is ~2x slower
 FRONTEND_CHUNK = 2
+
+
+def is_tensor(x):
+    """Whether `x` is a torch tensor (False, without importing torch, when torch was never loaded)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 class Predictions(NamedTuple):
@@ -75,15 +81,18 @@ class TorchNet:
     fp16 convolutions on a CPU without native fp16 arithmetic are far slower (benchmarks/fp16_speed.py)."""
 
     def __init__(self, model, device="cpu", half=False):
+        import torch
+
+        self.torch = torch
         self.half = bool(half)
         self.model = model.eval().to(device)
         if self.half:
             self.model.half()
         self.device = device
 
-    def __call__(self, features):  # (B, 1, F, T) tensor → (B, K) numpy logits
-        with torch.inference_mode():
-            x = features.to(self.device)
+    def __call__(self, features):  # (B, 1, F, T) tensor or array → (B, K) numpy logits
+        with self.torch.inference_mode():
+            x = self.torch.as_tensor(features).to(self.device)
             return self.model(x.half() if self.half else x).float().cpu().numpy()
 
 
@@ -103,8 +112,9 @@ class Member:
     def __init__(self, name, net, feature_cfg, classes, clip_seconds, device_nets=None):
         self.name, self.net, self.feature_cfg = name, net, feature_cfg
         self.classes, self.clip_seconds = list(classes), float(clip_seconds)
-        self.storage = None  # a checkpoint's deployment storage (checkpoint.deploy_storage); None: ONNX file
+        self.storage = None  # a checkpoint's deployment storage (checkpoint.deploy_storage)
         self.device_nets = dict(device_nets or {})
+        self.onnx_file = False  # an exported .onnx model (no checkpoint, so no torch needed)
 
     def for_device(self, device_id):
         """This member as it classifies recordings of `device_id`: its device model's network if it has
@@ -113,7 +123,7 @@ class Member:
             return self
         member = Member(f"{self.name}[{device_id}]", self.device_nets[device_id], self.feature_cfg, self.classes,
                         self.clip_seconds)
-        member.storage = self.storage
+        member.storage, member.onnx_file = self.storage, self.onnx_file
         return member
 
 
@@ -122,6 +132,8 @@ def onnx_net_of(model, feature_cfg, threads=None, tolerance=1e-3):
     torch eager (benchmarks/inference.py). The graph comes from the export cache when it holds this model
     (onnxmodel.cached_onnx_bytes; benchmarks/load_time.py), and is checked against torch on a random input
     either way; a cached graph that disagrees is exported again."""
+    import torch
+
     example = torch.randn(2, 1, feature_cfg.n_mels, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         ref = model.eval()(example).numpy()
@@ -154,7 +166,9 @@ def load_member(path, threads=None, device="cpu", backend="auto"):
             raise TinyascError(f"{sidecar_path(path)}: {e}") from None
         net = OnnxNet(path, threads, device)
         check_graph(net.session, path, feature_cfg.n_mels, len(meta["classes"]))
-        return Member(str(path), net, feature_cfg, meta["classes"], meta.get("clip_seconds", DEFAULT_CLIP_SECONDS))
+        member = Member(str(path), net, feature_cfg, meta["classes"], meta.get("clip_seconds", DEFAULT_CLIP_SECONDS))
+        member.onnx_file = True
+        return member
     from tinyasc.checkpoint import apply_storage, deployed_checkpoint, device_models
 
     # the weights the complexity rules count are the weights that predict: fp16 / 8-bit-rounded per storage
@@ -190,7 +204,14 @@ class Classifier:
         self._groups = {}
         for m in members:
             self._groups.setdefault((m.feature_cfg, m.clip_seconds), []).append(m)
-        self._frontends = {cfg: make_frontend(cfg).to(device).eval() for cfg, _ in self._groups}
+        # exported ONNX models on CPU: the numpy front end, and no torch; else the torch modules on `device`
+        self._numpy = device == "cpu" and all(m.onnx_file for m in members)
+        if self._numpy:
+            self._frontends = {cfg: NumpyFrontend(cfg) for cfg, _ in self._groups}
+        else:
+            from tinyasc.frontend import make_frontend
+
+            self._frontends = {cfg: make_frontend(cfg).to(device).eval() for cfg, _ in self._groups}
         self.show_long_progress = False  # a progress bar per long file (the CLI turns it on)
         # DCASE 2025: the device ids that some member has a device-specific model for
         self.routed_devices = sorted(set().union(*(m.device_nets for m in members)))
@@ -211,13 +232,21 @@ class Classifier:
     def _window_probs(self, cfg, members, windows):
         """{member id: (n, K) float64 probabilities in self.classes order} for windows (n, samples)."""
         logits = {id(m): [] for m in members}
-        with torch.inference_mode():
-            for i in range(0, len(windows), FRONTEND_CHUNK):
-                features = self._frontends[cfg](torch.from_numpy(windows[i:i + FRONTEND_CHUNK]).to(self.device))
-                for m in members:
-                    logits[id(m)].append(m.net(features))
+        for i in range(0, len(windows), FRONTEND_CHUNK):
+            features = self._features(cfg, windows[i:i + FRONTEND_CHUNK])
+            for m in members:
+                logits[id(m)].append(m.net(features))
         return {id(m): softmax(np.concatenate(logits[id(m)]).astype(np.float64))[:, [m.classes.index(c) for c in self.classes]]
                 for m in members}
+
+    def _features(self, cfg, windows):
+        """(n, 1, F, T) features of windows (n, samples): a numpy array, or a tensor on self.device."""
+        if self._numpy:
+            return self._frontends[cfg](windows)
+        import torch
+
+        with torch.inference_mode():
+            return self._frontends[cfg](torch.from_numpy(windows).to(self.device))
 
     def predict_waveforms(self, waves):
         """(N, K) float32 probabilities for 1-D waveforms at self.sample_rate: per member, the
@@ -257,7 +286,7 @@ class Classifier:
                 total += acc[id(m)] / real_total
         return (total / len(self.members)).astype(np.float32)
 
-    def predict(self, inputs: "str | os.PathLike | np.ndarray | torch.Tensor | list", sample_rate: int | None = None,
+    def predict(self, inputs: "str | os.PathLike | np.ndarray | torch.Tensor | list", sample_rate: int | None = None,  # noqa: F821
                 batch_size: int = 32, device_ids: "list | None" = None) -> Predictions:
         """Labels and probabilities for a path, a list of paths, a 1-D waveform, a list of 1-D
         waveforms or an (N, samples) array. Waveforms are at `sample_rate` (default: the model's,
@@ -270,7 +299,7 @@ class Classifier:
             raise TinyascError(f"sample_rate must be a positive whole number of Hz, not {sample_rate!r}")
         if isinstance(inputs, (str, os.PathLike)):
             inputs = [inputs]
-        elif isinstance(inputs, (np.ndarray, torch.Tensor)):
+        elif isinstance(inputs, np.ndarray) or is_tensor(inputs):
             if inputs.ndim == 2 and inputs.shape[1] <= 8 < inputs.shape[0]:
                 raise TinyascError(f"an array of shape {tuple(inputs.shape)} looks like (samples, channels) audio; "
                                    "pass one mono clip (x.mean(axis=1)) or an (N clips, samples) array")
@@ -286,7 +315,7 @@ class Classifier:
                 if isinstance(item, (str, os.PathLike)):
                     waves.append(load_audio(item, self.sample_rate))
                 else:
-                    x = item.detach().cpu().numpy() if isinstance(item, torch.Tensor) else item
+                    x = item.detach().cpu().numpy() if is_tensor(item) else item
                     waves.append(to_mono_rate(x, sample_rate or self.sample_rate, self.sample_rate))
             probs.append(self.predict_waveforms(waves))
         probs = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), np.float32)
@@ -358,8 +387,11 @@ def load(*paths: "str | os.PathLike | list", threads: int | None = None, device:
     how checkpoints run ("auto": ONNX Runtime on CPU, PyTorch on CUDA; "onnx"; "torch")."""
     if len(paths) == 1 and isinstance(paths[0], (list, tuple)):  # load(["a.pt", "b.pt"]) too
         paths = tuple(paths[0])
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TinyascError("--device cuda: no CUDA device is available to torch")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TinyascError("--device cuda: no CUDA device is available to torch")
     return Classifier([load_member(p, threads, device, backend) for p in paths], device=device)
 
 
@@ -456,15 +488,17 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
     `relative_to` (the dataset root, so they match its CSVs). `device_ids` ({file: device id}) routes
     files to device-specific models (DCASE 2025); overwrite=False refuses an `out` that exists by then. Torch runs one thread per op meanwhile: the `workers` threads
     (default one per core) take chunks of files side by side, which keeps every core busy."""
-    from tinyasc.checkpoint import atomic_write
+    from tinyasc.paths import atomic_write
 
     files = list(files)
     keys = logits_keys(files, relative_to) if logits_out is not None else {}  # checked before any work
     workers = workers or os.cpu_count() or 1
     on_error = on_error or (lambda message: print(f"tinyasc: skipped {message}", file=sys.stderr))
     lines, failed, kept = [submission_header(classifier.classes)], [], []
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch = sys.modules.get("torch")  # loaded for a checkpoint; an ONNX model runs without it
+    torch_threads = torch.get_num_threads() if torch else None
+    if torch:
+        torch.set_num_threads(1)
     try:
         progress = len(files) >= 20 if progress is None else progress
         for path, probs, error in _predict_files_by_device(classifier, files, device_ids, batch_size, workers, progress):
@@ -475,7 +509,8 @@ def write_submission(classifier, files, out=None, *, batch_size=16, workers=None
                 lines.append(submission_row(path, probs, classifier.classes))
                 kept.append((path, probs))
     finally:
-        torch.set_num_threads(torch_threads)
+        if torch:
+            torch.set_num_threads(torch_threads)
     if logits_out is not None:
         from tinyasc.distill import write_logits
 

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from tinyasc.data.tau import fix_length, load_clip
 from tinyasc.errors import TinyascError
-from tinyasc.features import FeatureConfig, make_frontend
+from tinyasc.features import FeatureConfig
+from tinyasc.frontend import make_frontend
 
 try:
     import fcntl
