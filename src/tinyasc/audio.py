@@ -14,8 +14,11 @@ class AudioError(TinyascError):
     """An audio file that cannot be used: missing, unreadable, empty, or with non-finite samples."""
 
 
+RESAMPLE_QUALITY = "VHQ"  # soxr's very high quality (benchmarks/resample_quality.py measures HQ against it)
+
+
 def to_mono_rate(x, rate, target_rate=MODEL_RATE, name="<array>"):
-    """Average channels of a (samples,) or (samples, channels) array and resample with soxr (VHQ)."""
+    """Average channels of a (samples,) or (samples, channels) array and resample with soxr."""
     x = np.asarray(x, dtype=np.float32)
     if x.ndim == 2:
         x = x.mean(axis=1)
@@ -28,7 +31,7 @@ def to_mono_rate(x, rate, target_rate=MODEL_RATE, name="<array>"):
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
         raise AudioError(f"{name}: invalid sample rate {rate!r} (a positive whole number of Hz)")
     if rate != target_rate:
-        x = soxr.resample(x, rate, target_rate, quality="VHQ").astype(np.float32)
+        x = soxr.resample(x, rate, target_rate, quality=RESAMPLE_QUALITY).astype(np.float32)
     if x.size == 0:
         raise AudioError(f"{name}: too short: no samples left at {target_rate} Hz")
     return np.ascontiguousarray(x)
@@ -67,7 +70,7 @@ def stream_windows(path, target_rate, window, block_windows=16):
         raise AudioError(f"{path}: not a readable audio file ({str(e).splitlines()[0] if str(e) else e})") from None
     with f:
         rate = f.samplerate
-        resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="VHQ") if rate != target_rate else None
+        resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY) if rate != target_rate else None
         pending, step = np.zeros(0, np.float32), window * block_windows
         read = max(1, int(round(step * rate / target_rate)))
         while True:
