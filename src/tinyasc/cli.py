@@ -315,6 +315,14 @@ def cmd_figure(args):
 
 
 def cmd_export(args):
+    if args.format == "c":
+        from tinyasc.export_c import export_c
+
+        if args.int8 or args.calibrate:
+            raise TinyascError("--format c takes the checkpoint's own precision (int8 codes of a compressed or "
+                               "8-bit-deployed checkpoint, else float32); drop --int8/--calibrate")
+        export_c(args.checkpoint, args.out, force=args.force)
+        return 0
     from tinyasc.export import export
     from tinyasc.onnxmodel import sidecar_path
     from tinyasc.paths import check_output
@@ -631,12 +639,15 @@ def build_parser():
     p.add_argument("--cache-dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_figure)
-    p = sub.add_parser("export", help="export a checkpoint's network to ONNX (float or int8) + sidecar JSON")
+    p = sub.add_parser("export", help="export a checkpoint's network to ONNX (float or int8) + sidecar JSON, "
+                       "or (--format c) to a self-contained C99 library with the log-mel front end")
     p.add_argument("checkpoint")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "c"], default="onnx",
+                   help="c: a folder of C99 sources (docs/microcontroller.md)")
     p.add_argument("--int8", action="store_true", help="int8 convolution weights: a compressed checkpoint's own QAT codes and scales, or static quantization of a float checkpoint calibrated on --calibrate DIR")
     p.add_argument("--calibrate", metavar="DIR", help="folder of audio files for int8 activation ranges")
-    p.add_argument("--out", required=True, help="model.onnx; the sidecar is written as model.onnx.json")
+    p.add_argument("--out", required=True, help="model.onnx (the sidecar is written as model.onnx.json); "
+                   "a folder for --format c")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_export)
 

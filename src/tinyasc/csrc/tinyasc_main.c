@@ -1,5 +1,5 @@
 /* Host program of an exported tinyasc model (C99 + libc).
- *   tinyasc_c FILE.wav...              one row per file: name, label, class probabilities (the table
+ *   tinyasc_c [--digits D] FILE.wav... one row per file: name, label, class probabilities (the table
  *                                      `tinyasc predict` writes): windows of TA_WINDOW_SAMPLES, the last
  *                                      zero-padded, probabilities averaged by each window's real samples
  *   tinyasc_c --features FILE.wav      the first window's log-mel features, float32, to stdout
@@ -71,6 +71,8 @@ static int16_t *read_wav(const char *path, long *n)
     return NULL;
 }
 
+static int digits = 6; /* decimals of the printed probabilities (`tinyasc predict` prints 6) */
+
 static int classify_file(const char *path)
 {
     long n = 0, start;
@@ -95,7 +97,7 @@ static int classify_file(const char *path)
             best = k;
     printf("%s\t%s", path, ta_classes[best]);
     for (k = 0; k < TA_NUM_CLASSES; k++)
-        printf("\t%.6f", total[k]);
+        printf("\t%.*f", digits, total[k]);
     printf("\n");
     return 0;
 }
@@ -172,8 +174,13 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && !strcmp(argv[1], "--features"))
         return features_of(argv[2]);
-    if (argc < 2 || argv[1][0] == '-') {
-        fprintf(stderr, "usage: %s FILE.wav... | --features FILE.wav | --stream [--smooth N]\n", argv[0]);
+    if (argc >= 3 && !strcmp(argv[1], "--digits")) {
+        digits = atoi(argv[2]);
+        argv += 2;
+        argc -= 2;
+    }
+    if (argc < 2 || argv[1][0] == '-' || digits < 1 || digits > 12) {
+        fprintf(stderr, "usage: %s [--digits 1..12] FILE.wav... | --features FILE.wav | --stream [--smooth N]\n", argv[0]);
         return 2;
     }
     printf("filename\tscene_label");
