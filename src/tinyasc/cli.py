@@ -337,6 +337,15 @@ def cmd_export(args):
     return 0
 
 
+def cmd_stream(args):
+    from tinyasc.stream import run_stream
+
+    if args.input != "-" and not Path(args.input).is_file():
+        raise TinyascError(f"{args.input}: no such file (give - for standard input)")
+    run_stream(args.model, args.input, smooth=args.smooth)
+    return 0
+
+
 def cmd_predict(args):
     from tqdm.auto import tqdm
 
@@ -707,6 +716,13 @@ def build_parser():
                    "evaluation_setup/fold1_evaluate.csv)")
     p.add_argument("--force", action="store_true", help="overwrite this module and its checkpoint")
     p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("stream", help="classify an endless 16-bit mono PCM stream at the model's rate, one line per "
+                       "window (e.g. ffmpeg -i IN -f s16le -ar 16000 -ac 1 - | tinyasc stream MODEL -)")
+    p.add_argument("model", help="a checkpoint or an exported .onnx (with sidecar)")
+    p.add_argument("input", help="- for standard input, or a raw s16le file")
+    p.add_argument("--smooth", type=positive_int, default=1, help="average the probabilities of the last N windows")
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("predict", help="DCASE Task 1 submission table (TSV) for audio files")
     p.add_argument("paths", nargs="+", metavar="PATH", help="MODEL... INPUT...: one or more models (.pt/.pth/.ckpt "
