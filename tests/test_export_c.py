@@ -304,4 +304,5 @@ def test_stream_mode_of_c_and_tinyasc_stream_label_each_window_alike_with_a_chan
     proc.stdin.close()
     proc.wait(timeout=60)
     assert got and got[0][0].decode().startswith(f"0\t{expected[0]}\t")
+    assert got[0][1] - sent < 30  # printed before the stream ended (the reader waits 60 s, then stdin closes)
     print(f"C stream: label printed {1000 * (got[0][1] - sent):.1f} ms after the window's last sample was written")

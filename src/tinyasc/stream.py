@@ -24,8 +24,9 @@ def stream_labels(classifier, source, smooth=1, window_seconds=None):
     window = int(round(seconds * classifier.sample_rate))
     history = deque(maxlen=smooth)
     pending, index = bytearray(), 0
+    read = getattr(source, "read1", source.read)  # read1: what is there now, so no label waits for later bytes
     while True:
-        block = source.read(READ_BYTES)
+        block = read(READ_BYTES)
         if not block:
             return
         pending += block

@@ -115,46 +115,45 @@ static int features_of(const char *path)
     return 0;
 }
 
-/* one label per full window of stdin, flushed; memory: one window of samples + N windows of probabilities */
+/* one label per full window of stdin, flushed; memory: one window of samples + N windows of probabilities.
+ * Each read asks for at most the bytes the current window still lacks, so a label is printed as soon as its
+ * window's last sample arrives (fread waits for all the bytes it is asked for). */
 static int stream(int smooth)
 {
+    static unsigned char raw[2 * TA_WINDOW_SAMPLES];
     static int16_t pcm[TA_WINDOW_SAMPLES];
-    static unsigned char raw[2 * 4096];
     float *history = calloc((size_t)smooth * TA_NUM_CLASSES, sizeof(float));
-    long have = 0, window = 0;
-    size_t got, i;
-    unsigned char carry = 0;
-    int has_carry = 0;
+    size_t filled = 0, got;
+    long window = 0, i;
     if (!history) {
         fprintf(stderr, "tinyasc_c: out of memory\n");
         return 1;
     }
-    while ((got = fread(raw + has_carry, 1, sizeof raw - 1, stdin)) > 0) {
-        size_t len = got + (size_t)has_carry;
-        if (has_carry)
-            raw[0] = carry;
-        for (i = 0; i + 1 < len; i += 2) {
-            pcm[have++] = (int16_t)u16le(raw + i);
-            if (have == TA_WINDOW_SAMPLES) {
-                float logits[TA_NUM_CLASSES], mean[TA_NUM_CLASSES];
-                int k, j, best = 0, count = window + 1 < smooth ? (int)window + 1 : smooth;
-                ta_classify_window(pcm, have, logits);
-                ta_softmax(logits, history + (window % smooth) * TA_NUM_CLASSES);
-                for (k = 0; k < TA_NUM_CLASSES; k++) {
-                    mean[k] = 0.0f;
-                    for (j = 0; j < count; j++)
-                        mean[k] += history[j * TA_NUM_CLASSES + k] / (float)count;
-                    if (mean[k] > mean[best])
-                        best = k;
-                }
-                printf("%ld\t%s\t%.4f\n", window, ta_classes[best], mean[best]);
-                fflush(stdout);
-                window++;
-                have = 0;
+    for (;;) {
+        size_t want = sizeof raw - filled < 8192 ? sizeof raw - filled : 8192;
+        got = fread(raw + filled, 1, want, stdin);
+        if (got == 0)
+            break;
+        filled += got;
+        if (filled == sizeof raw) {
+            float logits[TA_NUM_CLASSES], mean[TA_NUM_CLASSES];
+            int k, j, best = 0, count = window + 1 < smooth ? (int)window + 1 : smooth;
+            for (i = 0; i < TA_WINDOW_SAMPLES; i++)
+                pcm[i] = (int16_t)u16le(raw + 2 * i);
+            ta_classify_window(pcm, TA_WINDOW_SAMPLES, logits);
+            ta_softmax(logits, history + (window % smooth) * TA_NUM_CLASSES);
+            for (k = 0; k < TA_NUM_CLASSES; k++) {
+                mean[k] = 0.0f;
+                for (j = 0; j < count; j++)
+                    mean[k] += history[j * TA_NUM_CLASSES + k] / (float)count;
+                if (mean[k] > mean[best])
+                    best = k;
             }
+            printf("%ld\t%s\t%.4f\n", window, ta_classes[best], mean[best]);
+            fflush(stdout);
+            window++;
+            filled = 0;
         }
-        has_carry = (int)(len - i);
-        carry = has_carry ? raw[len - 1] : 0;
     }
     free(history);
     return 0;
