@@ -107,6 +107,9 @@ def test_export_of_a_devices_checkpoint_names_its_model_or_refuses(setup, capsys
     assert "has models for general, a" in capsys.readouterr().err and not refused.exists()
     assert main(["export", str(root / "general.pt"), "--device-model", "a", "--out", str(refused)]) == 2
     assert "has no device-specific models" in capsys.readouterr().err and not refused.exists()
+    c_out = root / "refused_c"
+    assert main(["export", str(root / "devices.pt"), "--format", "c", "--out", str(c_out)]) == 2
+    assert "--device-model" in capsys.readouterr().err and not c_out.exists()  # the C export too
     for name in ("a", "general"):
         out = root / f"dev_{name}.onnx"
         assert main(["export", str(root / "devices.pt"), "--device-model", name, "--out", str(out)]) == 0

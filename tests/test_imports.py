@@ -21,7 +21,7 @@ LEVELS = {
     "models": 5,  # the registry
     "checkpoint": 6,
     "compress.quantize": 7, "predict": 7, "train": 7,
-    "experiment": 8, "export": 8, "figure": 8,
+    "experiment": 8, "export": 8, "export_c": 8, "stream": 8, "figure": 8,
     "report": 9, "devices": 11,
     "runs": 10,
     "compress.pipeline": 11, "dcase2025": 8,

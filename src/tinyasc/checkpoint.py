@@ -154,6 +154,26 @@ def device_models(path, general=None, payload=None):
     return models
 
 
+def pick_device_model(checkpoint, model, payload, device_model):
+    """The model of a device-specific checkpoint (`finetune-devices`' devices.pt) that `device_model` names
+    ("general" or a device id), or `model` for an ordinary checkpoint: an exported file holds one network."""
+    devices = sorted(payload.get("device_models") or {})
+    if not devices:
+        if device_model not in (None, "general"):
+            raise TinyascError(f"--device-model {device_model}: {checkpoint} has no device-specific models")
+        return model
+    if device_model is None:
+        raise TinyascError(f"{checkpoint}: holds the general model and {len(devices)} device models "
+                           f"({', '.join(devices)}); an exported file holds one: export each with --device-model "
+                           "general or --device-model ID")
+    if device_model == "general":
+        return model
+    key = str(device_model).strip().lower()
+    if key not in devices:
+        raise TinyascError(f"--device-model {device_model}: {checkpoint} has models for general, {', '.join(devices)}")
+    return device_models(checkpoint, model, payload)[key]
+
+
 # ---------------------------------------------------------------------------------------------
 # Deployment storage: one answer to "at what precision are this model's weights counted and used"
 

@@ -315,6 +315,14 @@ def cmd_figure(args):
 
 
 def cmd_export(args):
+    if args.format == "c":
+        from tinyasc.export_c import export_c
+
+        if args.int8 or args.calibrate:
+            raise TinyascError("--format c takes the checkpoint's own precision (int8 codes of a compressed or "
+                               "8-bit-deployed checkpoint, else float32); drop --int8/--calibrate")
+        export_c(args.checkpoint, args.out, force=args.force, device_model=args.device_model)
+        return 0
     from tinyasc.export import export
     from tinyasc.onnxmodel import sidecar_path
     from tinyasc.paths import check_output
@@ -326,6 +334,15 @@ def cmd_export(args):
     check_output(out, force=args.force)
     check_output(sidecar_path(out), force=args.force)  # the sidecar is never overwritten without --force either
     export(args.checkpoint, out, int8=args.int8, calibrate=args.calibrate, device_model=args.device_model)
+    return 0
+
+
+def cmd_stream(args):
+    from tinyasc.stream import run_stream
+
+    if args.input != "-" and not Path(args.input).is_file():
+        raise TinyascError(f"{args.input}: no such file (give - for standard input)")
+    run_stream(args.model, args.input, smooth=args.smooth)
     return 0
 
 
@@ -633,14 +650,17 @@ def build_parser():
     p.add_argument("--cache-dir")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_figure)
-    p = sub.add_parser("export", help="export a checkpoint's network to ONNX (float or int8) + sidecar JSON")
+    p = sub.add_parser("export", help="export a checkpoint's network to ONNX (float or int8) + sidecar JSON, "
+                       "or (--format c) to a self-contained C99 library with the log-mel front end")
     p.add_argument("checkpoint")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--format", choices=["onnx", "c"], default="onnx",
+                   help="c: a folder of C99 sources (docs/microcontroller.md)")
     p.add_argument("--int8", action="store_true", help="int8 convolution weights: a compressed checkpoint's own QAT codes and scales, or static quantization of a float checkpoint calibrated on --calibrate DIR")
     p.add_argument("--calibrate", metavar="DIR", help="folder of audio files for int8 activation ranges")
     p.add_argument("--device-model", metavar="ID", help="a devices.pt (finetune-devices): the model to export, "
                    "'general' or a device id (one ONNX file per model)")
-    p.add_argument("--out", required=True, help="model.onnx; the sidecar is written as model.onnx.json")
+    p.add_argument("--out", required=True, help="model.onnx (the sidecar is written as model.onnx.json); "
+                   "a folder for --format c")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=cmd_export)
 
@@ -700,6 +720,13 @@ def build_parser():
                    "evaluation_setup/fold1_evaluate.csv)")
     p.add_argument("--force", action="store_true", help="overwrite this module and its checkpoint")
     p.set_defaults(func=cmd_package)
+
+    p = sub.add_parser("stream", help="classify an endless 16-bit mono PCM stream at the model's rate, one line per "
+                       "window (e.g. ffmpeg -i IN -f s16le -ar 16000 -ac 1 - | tinyasc stream MODEL -)")
+    p.add_argument("model", help="a checkpoint or an exported .onnx (with sidecar)")
+    p.add_argument("input", help="- for standard input, or a raw s16le file")
+    p.add_argument("--smooth", type=positive_int, default=1, help="average the probabilities of the last N windows")
+    p.set_defaults(func=cmd_stream)
 
     p = sub.add_parser("predict", help="DCASE Task 1 submission table (TSV) for audio files")
     p.add_argument("paths", nargs="+", metavar="PATH", help="MODEL... INPUT...: one or more models (.pt/.pth/.ckpt "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tinyasc.audio import collect_inputs, load_windows
-from tinyasc.checkpoint import atomic_write, load_checkpoint
+from tinyasc.checkpoint import atomic_write, load_checkpoint, pick_device_model
 from tinyasc.errors import TinyascError
 from tinyasc.frontend import make_frontend
 from tinyasc.onnxmodel import (
@@ -304,28 +304,6 @@ def calibration_features(folder, feature_cfg, clip_seconds, max_windows=CALIBRAT
 
 # ---------------------------------------------------------------------------------------------
 # The whole export
-
-def pick_device_model(checkpoint, model, payload, device_model):
-    """The model of a device-specific checkpoint (`finetune-devices`' devices.pt) that `device_model` names
-    ("general" or a device id), or `model` for an ordinary checkpoint; one ONNX file holds one network."""
-    from tinyasc.checkpoint import device_models
-
-    devices = sorted(payload.get("device_models") or {})
-    if not devices:
-        if device_model not in (None, "general"):
-            raise TinyascError(f"--device-model {device_model}: {checkpoint} has no device-specific models")
-        return model
-    if device_model is None:
-        raise TinyascError(f"{checkpoint}: holds the general model and {len(devices)} device models "
-                           f"({', '.join(devices)}); an ONNX file takes one: export each with --device-model "
-                           "general or --device-model ID")
-    if device_model == "general":
-        return model
-    key = str(device_model).strip().lower()
-    if key not in devices:
-        raise TinyascError(f"--device-model {device_model}: {checkpoint} has models for general, {', '.join(devices)}")
-    return device_models(checkpoint, model, payload)[key]
-
 
 def export(checkpoint, out, int8=False, calibrate=None, tolerance=TOLERANCE, log=print, device_model=None):
     """Export `checkpoint` to ONNX at `out` (+ sidecar). int8 of a float checkpoint needs `calibrate`,
