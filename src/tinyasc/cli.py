@@ -419,6 +419,9 @@ def cmd_package(args):
     for path in write_package(args.checkpoint, args.out, args.label, test_csv, force=args.force,
                               requirement=args.requirement):
         print(f"wrote {path}")
+    if args.requirement == "tinyasc":
+        print("tinyasc: requirements.txt asks pip for 'tinyasc' by name; where the organisers install the package, "
+              "give --requirement 'tinyasc @ git+https://…' (a copy you publish)", file=sys.stderr)
     package = args.label.rsplit("_", 1)[0]
     print(f"check it as the organisers do: pip install -e {args.out}, then in the template's folder "
           f"python test_complexity.py --submission_name {package} --submission_index {args.label.rsplit('_', 1)[1]}")
