@@ -320,3 +320,36 @@ def test_2024_outputs_name_the_evaluation_files_by_their_index(tmp_path, name):
     with pytest.raises(SubmissionError, match="evaluation-set name"):
         write_package(tmp_path, LABEL, {n: table for n in (5, 10, 25, 50, 100)}, meta_2024())
     assert not (tmp_path / "task1").exists()
+
+
+def test_the_templates_output_csv_is_accepted_as_2025_predictions(tmp_path):
+    """evaluate_submission.py of CPJKU/dcase2025_task1_inference writes predictions/LABEL/output.csv: tab-separated,
+    header filename, scene_label and the module's class order, the evaluation set's file names as
+    fold1_test.csv gives them, softmax probabilities at full precision. `tinyasc submission` takes that file as
+    --predictions and writes it as LABEL.output.csv in DCASE column order."""
+    import json
+    import subprocess
+    import sys
+
+    classes = list(reversed(SCENES))  # a module whose class order is not DCASE's
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=3)
+    lines = ["\t".join(["filename", "scene_label", *classes])]
+    lines += ["\t".join([f"audio/{i}.wav", classes[int(p.argmax())], *map(repr, p.tolist())]) for i, p in enumerate(probs)]
+    (tmp_path / "output.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({**results(), "general": results()}))
+    from tinyasc.checkpoint import save_checkpoint
+    from tinyasc.features import FeatureConfig
+    from tinyasc.models import create_model
+
+    save_checkpoint(tmp_path / "m.pt", create_model("bc_resnet_asc_dcase2024_fp16"), "bc_resnet_asc", FeatureConfig(),
+                    SCENES, experiment={"model": "bc_resnet_asc_dcase2024_fp16"})
+    run = subprocess.run([sys.executable, "-m", "tinyasc", "submission", "--label", LABEL, "--model", str(tmp_path / "m.pt"),
+                          "--name", "B", "--abbreviation", "B", "--author", "Kim,B,a@b.c,QTI", "--predictions",
+                          str(tmp_path / "output.csv"), "--metrics", str(tmp_path / "metrics.json"), "--inference-code",
+                          "https://github.com/kim/pkg", "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    written = (tmp_path / "s" / "task1" / LABEL / f"{LABEL}.output.csv").read_text().splitlines()
+    assert written[0].split("\t") == list(HEADER)
+    row = written[1].split("\t")
+    assert row[0] == "audio/0.wav" and row[1] == classes[int(probs[0].argmax())]
+    np.testing.assert_allclose([float(v) for v in row[2:]], [probs[0][classes.index(c)] for c in SCENES], atol=1e-6)
