@@ -1,7 +1,9 @@
 """A stand-in for the organisers' DCASE 2025 Task 1 inference template, written from what its scripts do
-(CPJKU/dcase2025_task1_inference: evaluate_submission.py, test_complexity.py, complexity.py), in their call
-order, without pandas/sklearn: import PACKAGE.PACKAGE_N; predict the test split (resources/test.csv merged with
-the development set's meta.csv, device = source_label) with model_file_path=None; predict the evaluation set
+(CPJKU/dcase2025_task1_inference: evaluate_submission.py, test_complexity.py, complexity.py — read at its first
+commit, fschmid56 2025-05-12, as kept in the fork turquenite/dcase2025_task1_inference), in their call order,
+without pandas/sklearn: import PACKAGE.PACKAGE_N; predict the test split (resources/test.csv without its
+scene_label column, merged with the development set's meta.csv on filename, device = source_label) with
+model_file_path=None; predict the evaluation set
 (evaluation_setup/fold1_test.csv, device = device_id); softmax + write output.csv; save
 load_model().model.state_dict(); then per device a…s10 on resources/dummy.wav: load_inputs →
 get_model_for_device → torchinfo mult-adds of a float copy at the input's shape, and parameter bytes by dtype.

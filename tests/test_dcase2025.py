@@ -217,3 +217,33 @@ def test_the_package_pip_installs_offline_into_a_fresh_venv_and_passes_the_templ
     summary = json.loads(run.stdout.strip().splitlines()[-1])
     assert Path(summary["module_file"]).is_relative_to(site)  # the installed copy, not the source folder
     assert summary["eval_rows"] == 4 and all(d["pass"] for d in summary["complexity"].values())
+
+
+def test_the_module_has_the_template_readmes_signatures_and_the_package_its_requirements(checkpoints, tmp_path):
+    """The four functions CPJKU/dcase2025_task1_inference's README requires of a submission module (first
+    commit, fschmid56 2025-05-12, as kept in the fork turquenite/dcase2025_task1_inference: README.md,
+    evaluate_submission.py, test_complexity.py), with the parameter names the scripts pass by keyword; and
+    requirements.txt, which the template's setup.py installs, holding what its scripts import beyond
+    tinyasc: pandas (evaluate_submission.py) and torchinfo (complexity.py)."""
+    import inspect
+
+    module = write_and_import(checkpoints["fp16"], tmp_path / "pkg", "Kim_QTI_task1_3", None)
+    expected = {"predict": ["file_paths", "device_ids", "model_file_path", "use_cuda"],
+                "load_model": ["model_file_path"],
+                "load_inputs": ["file_paths", "device_ids", "model"],
+                "get_model_for_device": ["model", "device_id"]}
+    for name, params in expected.items():
+        signature = inspect.signature(getattr(module, name))
+        assert list(signature.parameters)[:len(params)] == params
+        assert all(p.default is not inspect.Parameter.empty for p in list(signature.parameters.values())[len(params):])
+        if "model_file_path" in params:
+            assert signature.parameters["model_file_path"].default is None
+    lines = (tmp_path / "pkg" / "requirements.txt").read_text().splitlines()
+    assert lines[0] == "tinyasc" and {"pandas", "torchinfo"} <= set(lines)
+    assert "requirements.txt" in (tmp_path / "pkg" / "setup.py").read_text()  # install_requires read from it
+    dcase2025.write_package(checkpoints["fp16"], tmp_path / "pkg2", "Kim_QTI_task1_1",
+                            requirement="tinyasc @ git+https://github.com/kim/tinyasc")
+    assert (tmp_path / "pkg2" / "requirements.txt").read_text().splitlines()[0] == \
+        "tinyasc @ git+https://github.com/kim/tinyasc"
+    with pytest.raises(TinyascError, match="one pip requirement line"):
+        dcase2025.write_package(checkpoints["fp16"], tmp_path / "pkg3", "Kim_QTI_task1_1", requirement="a\nb")

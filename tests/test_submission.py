@@ -240,7 +240,7 @@ def test_submission_command_builds_valid_2024_and_2025_files(tmp_path):
     for year, cmd, output in ((2024, y24, f"{LABEL}.output.split_25.csv"), (2025, y25, f"{LABEL}.output.csv")):
         result = subprocess.run(cmd, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-        folder = tmp_path / f"s{year % 100}" / LABEL
+        folder = tmp_path / f"s{year % 100}" / "task1" / LABEL
         loaded = yaml.safe_load((folder / f"{LABEL}.meta.yaml").read_text())
         assert loaded["system"]["complexity"]["total_model_size"] == 127_758
         assert validator_errors(loaded, SCHEMA[year]) == []
@@ -251,3 +251,105 @@ def test_submission_command_builds_valid_2024_and_2025_files(tmp_path):
     missing_code = subprocess.run([a for a in y25 if a not in ("--inference-code", "https://github.com/kim/pkg")],
                                   capture_output=True, text=True)
     assert missing.returncode == 0 and missing_code.returncode == 2 and "inference_code" in missing_code.stderr
+
+
+def validator_package_errors(zip_path):
+    """The 2024 validator's package mode (toni-heittola/dcase2024_task1_submission_validator, main.py, `-p`),
+    rewritten: every file whose path holds 'task1' (PDFs aside) must sit in a folder whose first part is the
+    task, `task1`, and whose last part is the submission label; outputs are LABEL.output.split_N.csv
+    (N = 5, 10, 25, 50, 100), the meta file LABEL.meta.yaml, and the meta's label is the folder's."""
+    import zipfile
+
+    errors, labels = [], {}
+    with zipfile.ZipFile(zip_path) as z:
+        for info in z.infolist():
+            if info.is_dir() or "task1" not in info.filename or ".pdf" in info.filename:
+                continue
+            parts = info.filename.rsplit("/", 1)[0].split("/")
+            if parts[0] != "task1":
+                errors.append(f"unknown task indicator {parts[0]!r}")
+                continue
+            entry = labels.setdefault(parts[-1], {"output": [], "meta": None})
+            name = info.filename
+            if any(f".output.split_{n}.csv" in name for n in (5, 10, 25, 50, 100)):
+                entry["output"].append(name)
+            elif ".meta.yaml" in name:
+                entry["meta"] = yaml.safe_load(z.read(name))
+            else:
+                errors.append(f"wrongly formatted filename {name}")
+        for label, entry in labels.items():
+            if entry["meta"] is None or entry["meta"]["submission"]["label"] != label:
+                errors.append(f"{label}: meta label differs from the folder")
+            errors += [f"{o}: file label differs" for o in entry["output"] if o.rsplit("/", 1)[1].split(".")[0] != label]
+            if len(entry["output"]) != 5:
+                errors.append(f"{label}: {len(entry['output'])} outputs")
+    return errors, labels
+
+
+def test_the_written_folder_zips_to_the_layout_the_2024_validator_reads(tmp_path):
+    import zipfile
+
+    table = output_table([f"audio/{i}.wav" for i in range(3)], np.full((3, 10), 0.1), SCENES)
+    paths = write_package(tmp_path / "out", LABEL, {n: table for n in (5, 10, 25, 50, 100)}, meta_2024())
+    assert {p.parent for p in paths} == {tmp_path / "out" / "task1" / LABEL}
+    # what the command prints: cd OUT && python -m zipfile -c ../submission.zip task1 (+ the report PDF)
+    with zipfile.ZipFile(tmp_path / "submission.zip", "w") as z:
+        for p in paths:
+            z.write(p, p.relative_to(tmp_path / "out").as_posix())
+        z.writestr("Kim_QTI_task1.technical_report.pdf", b"%PDF-1.4")
+    errors, labels = validator_package_errors(tmp_path / "submission.zip")
+    assert errors == [] and list(labels) == [LABEL]
+    # the layout the validator refuses: files straight under a folder named after the label, no task1/
+    with zipfile.ZipFile(tmp_path / "flat.zip", "w") as z:
+        for p in paths:
+            z.write(p, f"{LABEL}/{p.name}")
+    assert validator_package_errors(tmp_path / "flat.zip")[0]
+    (tmp_path / LABEL).mkdir()
+    flat = [(tmp_path / LABEL / p.name) for p in (paths[0], paths[-1])]
+    for src, dst in zip((paths[0], paths[-1]), flat):
+        dst.write_bytes(src.read_bytes())
+    assert any("task1/LABEL" in p for p in validate_files(*flat))
+
+
+@pytest.mark.parametrize("name", ["airport-lisbon-1000-40000-0-a.wav", "135730.wav", "audio/x1.wav"])
+def test_2024_outputs_name_the_evaluation_files_by_their_index(tmp_path, name):
+    """The 2024 validator reads int(<base name without .wav>) of every row, index 0 … 135729: a development
+    file name would crash it, so such a table is refused before anything is written."""
+    names = ["audio/0.wav", name, "audio/2.wav"]
+    table = output_table(names, np.full((3, 10), 0.1), SCENES)
+    with pytest.raises(SubmissionError, match="evaluation-set name"):
+        write_package(tmp_path, LABEL, {n: table for n in (5, 10, 25, 50, 100)}, meta_2024())
+    assert not (tmp_path / "task1").exists()
+
+
+def test_the_templates_output_csv_is_accepted_as_2025_predictions(tmp_path):
+    """evaluate_submission.py of CPJKU/dcase2025_task1_inference writes predictions/LABEL/output.csv: tab-separated,
+    header filename, scene_label and the module's class order, the evaluation set's file names as
+    fold1_test.csv gives them, softmax probabilities at full precision. `tinyasc submission` takes that file as
+    --predictions and writes it as LABEL.output.csv in DCASE column order."""
+    import json
+    import subprocess
+    import sys
+
+    classes = list(reversed(SCENES))  # a module whose class order is not DCASE's
+    probs = np.random.default_rng(0).dirichlet(np.ones(10), size=3)
+    lines = ["\t".join(["filename", "scene_label", *classes])]
+    lines += ["\t".join([f"audio/{i}.wav", classes[int(p.argmax())], *map(repr, p.tolist())]) for i, p in enumerate(probs)]
+    (tmp_path / "output.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "metrics.json").write_text(json.dumps({**results(), "general": results()}))
+    from tinyasc.checkpoint import save_checkpoint
+    from tinyasc.features import FeatureConfig
+    from tinyasc.models import create_model
+
+    save_checkpoint(tmp_path / "m.pt", create_model("bc_resnet_asc_dcase2024_fp16"), "bc_resnet_asc", FeatureConfig(),
+                    SCENES, experiment={"model": "bc_resnet_asc_dcase2024_fp16"})
+    run = subprocess.run([sys.executable, "-m", "tinyasc", "submission", "--label", LABEL, "--model", str(tmp_path / "m.pt"),
+                          "--name", "B", "--abbreviation", "B", "--author", "Kim,B,a@b.c,QTI", "--predictions",
+                          str(tmp_path / "output.csv"), "--metrics", str(tmp_path / "metrics.json"), "--inference-code",
+                          "https://github.com/kim/pkg", "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    written = (tmp_path / "s" / "task1" / LABEL / f"{LABEL}.output.csv").read_text().splitlines()
+    assert written[0].split("\t") == list(HEADER)
+    row = written[1].split("\t")
+    assert row[0] == "audio/0.wav" and row[1] == classes[int(probs[0].argmax())]
+    np.testing.assert_allclose([float(v) for v in row[2:]], [probs[0][classes.index(c)] for c in SCENES], atol=1e-6)

@@ -37,7 +37,7 @@ def test_split25_train_evaluate_device_models_predict_and_submit(tmp_path):
                  "--metrics", str(tmp_path / "eval_dev" / "metrics.json"), "--model", str(tmp_path / "dev" / "devices.pt"),
                  "--name", "BC-ResNet-ASC-1", "--abbreviation", "BCRes1", "--author", "Kim,B,a@b.c,QTI",
                  "--inference-code", "https://github.com/kim/Kim_QTI_task1", "--out", str(tmp_path / "sub")]) == 0
-    folder = tmp_path / "sub" / "Kim_QTI_task1_1"
+    folder = tmp_path / "sub" / "task1" / "Kim_QTI_task1_1"
     assert validate_files(folder / "Kim_QTI_task1_1.output.csv", folder / "Kim_QTI_task1_1.meta.yaml") == []
     # the inference package of the trained device checkpoint runs under the template's call order
     assert main(["package", str(tmp_path / "dev" / "devices.pt"), "--label", "Kim_QTI_task1_1", "--data", str(data),

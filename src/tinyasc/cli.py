@@ -435,8 +435,12 @@ def cmd_package(args):
             raise TinyascError(f"--data {args.data}: no split_setup/test.csv or evaluation_setup/fold1_evaluate.csv")
     if test_csv is not None and not Path(test_csv).is_file():
         raise TinyascError(f"--test-csv {test_csv}: no such file")
-    for path in write_package(args.checkpoint, args.out, args.label, test_csv, force=args.force):
+    for path in write_package(args.checkpoint, args.out, args.label, test_csv, force=args.force,
+                              requirement=args.requirement):
         print(f"wrote {path}")
+    if args.requirement == "tinyasc":
+        print("tinyasc: requirements.txt asks pip for 'tinyasc' by name; where the organisers install the package, "
+              "give --requirement 'tinyasc @ git+https://…' (a copy you publish)", file=sys.stderr)
     package = args.label.rsplit("_", 1)[0]
     print(f"check it as the organisers do: pip install -e {args.out}, then in the template's folder "
           f"python test_complexity.py --submission_name {package} --submission_index {args.label.rsplit('_', 1)[1]}")
@@ -524,6 +528,15 @@ def cmd_submission(args):
              inference_code=args.inference_code or "")
     for path in write_package(args.out, args.label, predictions, m, force=args.force):
         print(f"wrote {path}")
+    if args.year == 2024:
+        from tinyasc.submission import EVAL_FILES_2024, output_rows
+
+        for subset, text in predictions.items():
+            if output_rows(text) != EVAL_FILES_2024:
+                print(f"tinyasc: split {subset}: {output_rows(text)} rows; the 2024 validator expects the "
+                      f"{EVAL_FILES_2024:,} evaluation files", file=sys.stderr)
+    print(f"the zip's root is {args.out}/ (add the technical report PDF there): "
+          f"cd {args.out} && python -m zipfile -c ../submission.zip task1 REPORT.pdf")
     return 0
 
 
@@ -705,7 +718,8 @@ def build_parser():
     p.add_argument("--abbreviation", required=True, help="system abbreviation (≤ 10 characters)")
     p.add_argument("--author", required=True, action="append", metavar="LAST,FIRST,EMAIL,AFFILIATION",
                    help="repeat per author; the first is the corresponding author")
-    p.add_argument("--out", default="submission", help="folder; files go to OUT/LABEL/")
+    p.add_argument("--out", default="submission", help="root of the submission zip; files go to "
+                   "OUT/task1/LABEL/")
     p.add_argument("--force", action="store_true", help="overwrite existing submission files")
     p.set_defaults(func=cmd_submission)
 
@@ -718,6 +732,9 @@ def build_parser():
     p.add_argument("--test-csv", help="resources/test.csv: the development test split (filename<TAB>scene_label)")
     p.add_argument("--data", help="take resources/test.csv from this dataset root (split_setup/test.csv, else "
                    "evaluation_setup/fold1_evaluate.csv)")
+    p.add_argument("--requirement", default="tinyasc", help="requirements.txt's line for tinyasc: how pip finds it "
+                   "where the organisers install the package, e.g. 'tinyasc @ git+https://github.com/you/tinyasc' "
+                   "(default: 'tinyasc')")
     p.add_argument("--force", action="store_true", help="overwrite this module and its checkpoint")
     p.set_defaults(func=cmd_package)
 

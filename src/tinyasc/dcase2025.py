@@ -259,14 +259,23 @@ def predict(file_paths, device_ids, model_file_path=None, use_cuda=True):
     return _api.predict(file_paths, device_ids, model_file_path, use_cuda, default=_default())
 '''
 
-SETUP_TEMPLATE = '''from setuptools import find_packages, setup
+# What the package needs where the organisers install it (`pip install -e .`, then their scripts in that
+# environment): tinyasc (torch, numpy, soundfile, soxr, scikit-learn) and what the template's own scripts import
+# beyond it: pandas (evaluate_submission.py) and torchinfo (complexity.py, via test_complexity.py);
+# CPJKU/dcase2025_task1_inference lists both in its requirements.txt, which its setup.py installs.
+TEMPLATE_SCRIPT_REQUIREMENTS = ("pandas", "scikit-learn", "torchinfo")
+
+SETUP_TEMPLATE = '''from pathlib import Path
+
+from setuptools import find_packages, setup
 
 setup(
     name="{package}",
     version="0.1.0",
     description="DCASE 2025 Task 1 inference package (tinyasc)",
     packages=find_packages(),
-    install_requires=["tinyasc"],  # tinyasc brings torch, numpy, soundfile, soxr
+    # requirements.txt: tinyasc and what the organisers' evaluate_submission.py / test_complexity.py import
+    install_requires=[r for r in Path(__file__).with_name("requirements.txt").read_text().splitlines() if r.strip()],
     include_package_data=True,
     package_data={{"{package}": ["resources/*.wav", "resources/*.csv", "ckpts/*.pt"]}},
     python_requires=">=3.11",
@@ -274,12 +283,16 @@ setup(
 '''
 
 
-def write_package(checkpoint, out_dir, label, test_csv=None, *, force=False, seconds=1.0):
+def write_package(checkpoint, out_dir, label, test_csv=None, *, force=False, seconds=1.0, requirement="tinyasc"):
     """Write (or add a module to) the inference package for submission `label` (Lastname_Inst_task1_N) in
     OUT: setup.py, requirements.txt, PACKAGE/__init__.py, PACKAGE/LABEL.py (the API over the checkpoint),
     PACKAGE/ckpts/LABEL.pt, PACKAGE/resources/{test.csv, dummy.wav}. PACKAGE is the label without its index;
     up to four modules (N = 1…4) share one package. `test_csv`: the development test split
-    (filename<TAB>scene_label, e.g. DATA/evaluation_setup/fold1_evaluate.csv). Returns the written paths."""
+    (filename<TAB>scene_label, e.g. DATA/evaluation_setup/fold1_evaluate.csv). `requirement`: how pip finds
+    tinyasc where the package is installed (a name, or `tinyasc @ git+https://…`). Returns the written paths."""
+    if not requirement or any(ch in requirement for ch in "\n\r"):
+        raise TinyascError(f"requirement {requirement!r}: expected one pip requirement line, e.g. "
+                           "'tinyasc @ git+https://github.com/you/tinyasc'")
     import soundfile as sf
 
     from tinyasc.checkpoint import deploy_storage, read_checkpoint
@@ -309,7 +322,7 @@ def write_package(checkpoint, out_dir, label, test_csv=None, *, force=False, sec
         written.append(path)
 
     text(root / "setup.py", SETUP_TEMPLATE.format(package=package))
-    text(root / "requirements.txt", "tinyasc\n")
+    text(root / "requirements.txt", "\n".join((requirement, *TEMPLATE_SCRIPT_REQUIREMENTS)) + "\n")
     text(pkg / "__init__.py", "")
     text(pkg / "ckpts" / "__init__.py", "")
     text(pkg / "resources" / "__init__.py", "")

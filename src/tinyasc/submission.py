@@ -1,7 +1,8 @@
 """DCASE 2024/2025 Task 1 submission files: the system output `<label>.output.csv` (one per system, or
 `<label>.output.split_<N>.csv` per training subset in 2024) and `<label>.meta.yaml`, filled from
-tinyasc's results, plus a checker of the published validator's rules (header, tab separator, column
-order, probability columns, scene labels, file names and the meta blocks), written from its rules.
+tinyasc's results, in the folder layout of the submission zip (`task1/<label>/…`), plus a checker of the
+published validator's rules (header, tab separator, column order, probability columns, scene labels,
+evaluation-set file names, file names and the meta blocks), written from its rules.
 
 The YAML is emitted by a small writer of our own (nested mappings, lists and scalars; strings quoted),
 so no YAML package is needed at run time."""
@@ -21,6 +22,12 @@ HEADER = ("filename", "scene_label", *SCENES)
 SUBSETS = (5, 10, 25, 50, 100)  # 2024: one output per training subset; 2025: split 25 only
 LABEL_PATTERN = re.compile(r"^[A-Za-z][A-Za-z-]*_[A-Za-z0-9-]+_task1_[1-4]$")  # Lastname_Institute_task1_N
 YEARS = (2024, 2025)
+# the submission zip's layout, as the 2024 validator reads it (toni-heittola/dcase2024_task1_submission_validator,
+# main.py, package mode): the first folder of every path is the task, `task1`; the last one the submission label
+TASK_FOLDER = "task1"
+# the 2024 evaluation set (same validator: filename index 0 … 135729, 135,730 unique files); its rows are
+# named <index>.wav, and the validator reads int(<index>) of every row's base name
+EVAL_FILES_2024 = 135_730
 # system.description fields each year's validator requires (2024: toni-heittola/dcase2024_task1_submission_validator;
 # 2025: the task's meta template — the 2024 fields plus how device information is used)
 DESCRIPTION_FIELDS_2024 = ("input_sampling_rate", "acoustic_features", "data_augmentation", "machine_learning_method",
@@ -193,11 +200,13 @@ def to_yaml(obj, indent=0):
 
 
 def write_package(out_dir, label, outputs, meta_dict, *, force=False):
-    """Write `outputs` ({subset or None: output table text}) and the meta file into OUT/<label>/, after
-    checking the meta dict (validate_meta) and every output table, and return the written paths."""
+    """Write `outputs` ({subset or None: output table text}) and the meta file into OUT/task1/<label>/ (OUT is
+    the root of the submission zip, where the technical report goes too), after checking the meta dict
+    (validate_meta) and every output table, and return the written paths. 2024 outputs must name the
+    evaluation set's files <index>.wav, as the 2024 validator reads them."""
     from tinyasc.paths import check_output
 
-    folder = Path(out_dir) / check_label(label)
+    folder = Path(out_dir) / TASK_FOLDER / check_label(label)
     problems = validate_meta(meta_dict)
     year = meta_year(meta_dict)
     if year == 2024 and set(outputs) != set(SUBSETS):
@@ -206,7 +215,7 @@ def write_package(out_dir, label, outputs, meta_dict, *, force=False):
     if year == 2025 and set(outputs) != {None}:
         problems.append("2025 has one output file, LABEL.output.csv (give --predictions FILE without a subset)")
     problems += [f"{output_name(label, subset)}: {p}" for subset, text in outputs.items()
-                 for p in validate_output_text(text)]
+                 for p in validate_output_text(text, numeric_names=year == 2024)]
     if problems:
         raise SubmissionError(f"{folder}: the files would break the rules: {problems[0]}")
     paths = [folder / output_name(label, subset) for subset in outputs] + [folder / f"{label}.meta.yaml"]
@@ -220,7 +229,8 @@ def write_package(out_dir, label, outputs, meta_dict, *, force=False):
 
 def validate_output_text(text, numeric_names=False):
     """Problems (list of strings) of an output table by the published validator's rules. The evaluation
-    set's files are named <index>.wav; with numeric_names=False other names are allowed (development)."""
+    set's files are named <index>.wav (2024: index 0 … 135729); with numeric_names=False other names are
+    allowed (development)."""
     problems = []
     rows = list(csv.reader(io.StringIO(text), delimiter="\t"))
     if not rows or tuple(rows[0]) != HEADER:
@@ -236,8 +246,9 @@ def validate_output_text(text, numeric_names=False):
         seen.add(base)
         if not base.endswith(".wav"):
             problems.append(f"line {number}: {row[0]} does not end in .wav")
-        if numeric_names and not base[:-4].isdigit():
-            problems.append(f"line {number}: {row[0]} is not an evaluation-set name <index>.wav")
+        if numeric_names and not (base[:-4].isdigit() and int(base[:-4]) < EVAL_FILES_2024):
+            problems.append(f"line {number}: {row[0]} is not an evaluation-set name <index>.wav "
+                            f"(index 0 … {EVAL_FILES_2024 - 1})")
         if row[1] not in SCENES:
             problems.append(f"line {number}: unknown scene label {row[1]!r}")
         for column, value in zip(HEADER[2:], row[2:]):
@@ -317,12 +328,22 @@ def validate_meta(m, year=None):
     return problems
 
 
+def output_rows(text):
+    """The number of data rows of an output table (the 2024 validator wants EVAL_FILES_2024)."""
+    return max(0, len([line for line in text.splitlines() if line.strip()]) - 1)
+
+
 def validate_files(output_path, meta_path, meta_dict=None):
     """Problems of an output file + meta file pair: file names (label.output[.split_N].csv, label.meta.yaml),
-    label format, the output table, and the meta file by validate_meta (read with PyYAML when it is
-    installed, else `meta_dict` must be given)."""
+    label format, the folder they sit in (task1/LABEL/, the zip layout), the output table, and the meta
+    file by validate_meta (read with PyYAML when it is installed, else `meta_dict` must be given)."""
     output_path, meta_path = Path(output_path), Path(meta_path)
     problems = []
+    for path in (output_path, meta_path):
+        parts = path.resolve().parts
+        if len(parts) < 3 or parts[-3] != TASK_FOLDER:
+            problems.append(f"{path.name}: expected in {TASK_FOLDER}/LABEL/ (the submission zip's layout), "
+                            f"found in {path.parent}")
     m = re.match(r"^(.+)\.output(\.split_(5|10|25|50|100))?\.csv$", output_path.name)
     if not m:
         problems.append(f"{output_path.name}: expected LABEL.output.csv or LABEL.output.split_N.csv")
@@ -333,6 +354,9 @@ def validate_files(output_path, meta_path, meta_dict=None):
         problems.append(f"{output_path.name}: label {label!r} is not LASTNAME_INSTITUTE_task1_N (N = 1…4)")
     if meta_path.name.split(".")[0] != label:
         problems.append(f"{meta_path.name}: label differs from the output file's {label!r}")
+    for path in (output_path, meta_path):
+        if path.resolve().parent.name != label:
+            problems.append(f"{path.name}: its folder {path.resolve().parent.name!r} is not the label {label!r}")
     problems += [f"{output_path.name}: {p}" for p in validate_output_text(output_path.read_text(encoding="utf-8"))]
     if meta_dict is None:
         try:
@@ -345,7 +369,11 @@ def validate_files(output_path, meta_path, meta_dict=None):
             return problems + [f"{meta_path.name}: not valid YAML ({str(e).splitlines()[0]})"]
     if ((meta_dict or {}).get("submission") or {}).get("label") != label:
         problems.append(f"{meta_path.name}: submission.label is not {label!r}")
-    if meta_year(meta_dict) == 2024 and m and not m.group(2):
-        problems.append(f"{output_path.name}: 2024 outputs are LABEL.output.split_N.csv, one per training subset")
+    if meta_year(meta_dict) == 2024:
+        if m and not m.group(2):
+            problems.append(f"{output_path.name}: 2024 outputs are LABEL.output.split_N.csv, one per training subset")
+        problems += [f"{output_path.name}: {p}" for p in
+                     validate_output_text(output_path.read_text(encoding="utf-8"), numeric_names=True)
+                     if "evaluation-set name" in p]
     problems += [f"{meta_path.name}: {p}" for p in validate_meta(meta_dict)]
     return problems
