@@ -386,3 +386,21 @@ def test_interrupted_compression_resumes_to_the_same_compressed_model(teacher, t
     a = read_checkpoint(tmp_path / "full" / "compressed.pt")["state_dict"]
     b = read_checkpoint(tmp_path / "cut" / "compressed.pt")["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_per_layer_floor_is_a_compress_setting_and_old_runs_still_resume(tmp_path):
+    """compress.prune_min_keep reaches the pruning (issue 21 item 5 needs it to test a higher floor for
+    BC-ResNet-ASC-1), and a compress.json written before the field existed reads as its default."""
+    import math
+
+    from tinyasc.compress.pipeline import LEGACY_SETTINGS
+
+    model = trained_like()
+    for floor in (0.02, 0.05):  # at 0.89 the floors (and one weight per depthwise filter) must fit the 11 % kept
+        student = build_student(model, CompressConfig(prune=0.89, prune_min_keep=floor, bits=0))
+        for name, conv in conv_layers(student).items():
+            n = conv.weight.numel()
+            assert int((conv.weight != 0).sum()) >= min(n, math.ceil(floor * n)) - 1, (name, floor)  # −1: a zero weight
+    assert LEGACY_SETTINGS == {"prune_min_keep": CompressConfig().prune_min_keep}
+    with pytest.raises(TinyascError, match="prune_min_keep"):
+        CompressConfig(prune_min_keep=1.5)

@@ -32,6 +32,8 @@ class CompressConfig:
     # "global_dw_floor" (default), "global", "dw_floor" or "layer": see prune.magnitude_masks
     prune_scope: str = rule(DEFAULT_SCOPE, choices=SCOPES)
     prune_exclude: tuple = rule((), of=str)  # conv module names not to prune; () = all convs, the 1×1 head too (paper)
+    # the global scopes' per-layer floor: every conv keeps at least ceil(prune_min_keep · its weights)
+    prune_min_keep: float = rule(0.02, "[0, 1]")
     # re-estimate the BatchNorm statistics of the pruned, quantized student on (up to 2,048) training
     # clips before fine-tuning: without it a heavily pruned network starts near chance (README, Compression)
     recalibrate_bn: bool = True
@@ -47,6 +49,9 @@ class CompressConfig:
 
     def __post_init__(self):
         check_fields(self, "compress", lambda: [(self.bits != 1, "bits must be 0 (off) or 2…8, not 1")])
+
+
+LEGACY_SETTINGS = {"prune_min_keep": 0.02}  # compress.json of runs started before these fields
 
 
 # Fine-tuning recipe, applied over the teacher's own training config (same augmentation, batch, SGD):
@@ -109,7 +114,7 @@ def build_student(teacher, ccfg):
     paper's 'all convolution layers')."""
     student = copy.deepcopy(teacher).requires_grad_(True)
     if ccfg.prune > 0:
-        prune(student, ccfg.prune, ccfg.prune_scope, exclude=ccfg.prune_exclude)
+        prune(student, ccfg.prune, ccfg.prune_scope, exclude=ccfg.prune_exclude, min_keep=ccfg.prune_min_keep)
     if ccfg.bits:
         prepare_qat(student, ccfg.bits, ccfg.per_channel)
     return student
@@ -162,6 +167,8 @@ def _compress_locked(teacher, feature_cfg, classes, payload, settings, data_root
                      cache_dir, progress, train_split, fit_kwargs):
     if resume:
         saved = json.loads(run.compress_settings.read_text()) if run.compress_settings.is_file() else None
+        if saved is not None:  # a run started before a field existed ran at its default
+            saved = {**LEGACY_SETTINGS, **saved}
         if saved != settings:
             raise TinyascError(f"{run.path}: --resume with different compression settings than the run was started with")
     teachers = {"the teacher": settings["teacher"], **{f"--kd-teacher {p}": p for p in ccfg.kd_teachers}}
