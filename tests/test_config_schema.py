@@ -31,7 +31,7 @@ ZERO_OK = {
                   "spec_time_masks", "spec_freq_masks", "freq_mixstyle_p", "dir_p", "kd_weight", "seed",
                   "validation_seed"},
     RuntimeConfig: {"extract_workers", "threads"},
-    CompressConfig: {"prune", "bits", "kd_alpha"},
+    CompressConfig: {"prune", "bits", "kd_alpha", "prune_min_keep"},
     FeatureConfig: {"f_min"},
     BCResNetASCConfig: {"dropout", "resnorm_lambda", "pool_after"},  # pool_after (0,): after the first stage
     BCResNetConfig: {"dropout", "freq_stride_stages"},
