@@ -305,6 +305,43 @@ def run_model(name, work, pcm, targets, log=print):
     return result
 
 
+def _kb(n):
+    return f"{n / 1024:,.1f} KiB"
+
+
+def markdown_tables(results):
+    """The docs' tables (docs/microcontroller.md) from a results dict."""
+    rows = ["| model (1 s window) | weights | target | flash: library / whole ELF | RAM: arena + library static + peak stack "
+            "= library / whole ELF | instructions per 1 s of audio (front end + network) | vs host: max abs logit diff, "
+            "bit-identical logits |",
+            "|---|---|---|---|---|---|---|"]
+    fits = ["| model | " + " | ".join(f"{m}: {_kb(v['flash_bytes'])} flash, {_kb(v['ram_bytes'])} RAM, {v['clock_hz'] / 1e6:g} MHz"
+                                        for m, v in results["mcus"].items()) + " |", "|---|" + "---|" * len(results["mcus"])]
+    for name, r in results["models"].items():
+        for target, t in r["targets"].items():
+            lib, ins, a = t["library"], t["instructions_per_window"], t["agreement_with_host"]
+            rows.append(
+                f"| {r['description']} | {r['weight_precision']} | {target} ({t['qemu_machine']}) | {_kb(lib['flash_bytes'])} / "
+                f"{_kb(t['flash_bytes'])} | {_kb(r['arena_bytes'])} + {lib['data'] + lib['bss'] - r['arena_bytes']:,} B + "
+                f"{t['peak_stack_bytes']:,} B = {_kb(lib['ram_bytes'])} / {_kb(t['ram_bytes'])} | "
+                f"{t['instructions_per_second_of_audio'] / 1e6:,.1f} M ({ins['front_end_mean'] / 1e6:,.1f} + "
+                f"{ins['network_mean'] / 1e6:,.1f} M) | {a['max_abs_logit_difference']:.2g}, "
+                f"{a['bit_identical_logits']}/{a['logits']} |")
+        cells = []
+        for m, v in results["mcus"].items():
+            t = r["targets"].get(v["target"])
+            if t is None:
+                cells.append("–")
+                continue
+            lib = t["library"]
+            ok = lib["flash_bytes"] <= v["flash_bytes"] and lib["ram_bytes"] <= v["ram_bytes"]
+            rtf = t["instructions_per_second_of_audio"] / v["clock_hz"]
+            cells.append(f"{'fits' if ok else 'does not fit'} (flash {lib['flash_bytes'] / v['flash_bytes']:.0%}, RAM "
+                         f"{lib['ram_bytes'] / v['ram_bytes']:.0%}); RTF ≈ {rtf:.2f} (estimate)")
+        fits.append(f"| {r['description']} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n\n" + "\n".join(fits) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=20)
@@ -312,7 +349,11 @@ def main(argv=None):
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--keep", help="build folder to keep (default: a temporary one)")
+    parser.add_argument("--table", metavar="JSON", help="only print the markdown tables of a results file")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_tables(json.loads(Path(args.table).read_text())))
+        return
     reason = toolchain_missing()
     if reason:
         raise SystemExit(f"mcu_emulated: {reason}")
@@ -335,6 +376,7 @@ def main(argv=None):
             results["models"][name] = run_model(name, work, pcm, args.targets)
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown_tables(results))
     print(f"wrote {Path(args.out).resolve().relative_to(ROOT) if Path(args.out).resolve().is_relative_to(ROOT) else args.out}")
 
 
