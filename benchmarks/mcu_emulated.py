@@ -337,7 +337,7 @@ def markdown_tables(results):
             ok = lib["flash_bytes"] <= v["flash_bytes"] and lib["ram_bytes"] <= v["ram_bytes"]
             rtf = t["instructions_per_second_of_audio"] / v["clock_hz"]
             cells.append(f"{'fits' if ok else 'does not fit'} (flash {lib['flash_bytes'] / v['flash_bytes']:.0%}, RAM "
-                         f"{lib['ram_bytes'] / v['ram_bytes']:.0%}); RTF ≈ {rtf:.2f} (estimate)")
+                         f"{lib['ram_bytes'] / v['ram_bytes']:.1%}); RTF ≈ {rtf:.2f} (estimate)")
         fits.append(f"| {r['description']} | " + " | ".join(cells) + " |")
     return "\n".join(rows) + "\n\n" + "\n".join(fits) + "\n"
 
