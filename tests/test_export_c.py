@@ -188,6 +188,21 @@ def test_a_float_checkpoint_exports_fp32_and_agrees_with_predict_on_it(clips, tm
     assert agree >= 0.995 and diff <= 1e-4, (agree, diff)
 
 
+def test_a_float_checkpoint_of_the_int8_preset_exports_the_weights_predict_runs(tmp_path):
+    """Its float weights are off the 8-bit grid; the export puts them on it (and norms on fp16) as predict does."""
+    from tinyasc.checkpoint import apply_storage
+
+    ckpt = tmp_path / "int8_preset.pt"
+    model = random_model(seed=4)
+    save_checkpoint(ckpt, model, "bc_resnet_asc", FeatureConfig(), SCENES, clip_seconds=1.0, storage="dcase")
+    meta = export_c(ckpt, tmp_path / "c", log=lambda *a: None)
+    assert meta["weight_precision"] == "int8"
+    deployed = apply_storage(random_model(seed=4), "dcase")
+    text = (tmp_path / "c" / "tinyasc_model.c").read_text().split("L_head_bias[")[1].split("};")[0]
+    bias = np.array([float(v.strip().rstrip("f")) for v in text.split("=")[1].strip(" {\n").split(",")], np.float32)
+    assert np.array_equal(bias, deployed.head.bias.detach().numpy())  # fp16-rounded, as predict runs it
+
+
 def test_packing_round_trips_and_zeros_take_no_space():
     rng = np.random.default_rng(0)
     w = rng.integers(-127, 128, (40, 200)).astype(np.int8)

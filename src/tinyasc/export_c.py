@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tinyasc.checkpoint import deploy_storage, int8_codes, load_checkpoint, pick_device_model, stored_bits
+from tinyasc.checkpoint import apply_storage, deploy_storage, int8_codes, load_checkpoint, pick_device_model, stored_bits
 from tinyasc.complexity import size_bytes
 from tinyasc.errors import TinyascError
 from tinyasc.features import mel_matrix
@@ -481,6 +481,9 @@ def export_c(checkpoint, out, force=False, log=print, device_model=None):
     if frames < model.cfg.min_frames():
         raise TinyascError(f"{checkpoint}: a {clip_seconds:g} s window gives {frames} frames, fewer than the model's "
                            f"minimum {model.cfg.min_frames()}")
+    # the weights `tinyasc predict` runs (checkpoint.deployed_checkpoint): a float checkpoint of the int8 preset
+    # holds off-grid conv weights (ConvWeights refused them) and fp16 norms; the fp16 preset rounds to fp16
+    model = apply_storage(model, deploy_storage(payload))
     weights = conv_weights(model, payload)
     em = Emitter()
     emit_frontend(em, fcfg, frames)
