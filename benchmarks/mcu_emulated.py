@@ -5,7 +5,7 @@ build of the same C code, and reports flash/RAM from the ELF and its linker map,
 per second of audio (QEMU `-icount shift=0`: 1 ns of virtual time per instruction, read from the board's 25 MHz timer).
 
     python benchmarks/mcu_emulated.py              → benchmarks/results/mcu_emulated.json
-    python benchmarks/mcu_emulated.py --clips 4 --models asc1 --out /tmp/x.json
+    python benchmarks/mcu_emulated.py --clips 4 --models asc1 --out mcu_quick.json   # a quick check
 
 Needs `apt-get install gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm`. Models are random-weight networks
 made as the tests make them (BatchNorm statistics re-estimated on test sounds; compressed ones pruned and quantized as
